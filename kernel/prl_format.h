@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Parallels expandable image ("ploop") on-disk format.
+ *
+ * This header and prl_format.c are built into dm-parallels.ko and into the
+ * userspace library, so the validation the kernel trusts is the one that is
+ * unit-tested and fuzzed on the host.  Only uapi types are used here; the
+ * userspace build supplies __packed and BIT() (userspace/prl_compat.h).
+ *
+ * Layout (all little endian):
+ *
+ *   sector 0      struct prl_header (64 bytes)
+ *   byte 64       BAT: bat_entries x __le32
+ *   data_off      data area: clusters of cluster_sectors sectors
+ *
+ * A BAT entry is 0 (cluster not allocated) or the file offset of the cluster,
+ * in sectors for "WithoutFreeSpace" (v1) images and in clusters for
+ * "WithouFreSpacExt" (v2) images.  ext_off, if non-zero, is the sector of the
+ * one-cluster Format Extension and follows the rules of a BAT entry.
+ */
+#ifndef PRL_FORMAT_H
+#define PRL_FORMAT_H
+
+#include <linux/types.h>
+#ifdef __KERNEL__
+#include <linux/bits.h>
+#endif
+
+#define PRL_SECTOR_SHIFT	9
+#define PRL_SECTOR_SIZE		BIT(PRL_SECTOR_SHIFT)
+
+#define PRL_MAGIC_V1		"WithoutFreeSpace"	/* BAT in sectors */
+#define PRL_MAGIC_V2		"WithouFreSpacExt"	/* BAT in clusters */
+#define PRL_MAGIC_LEN		16
+#define PRL_VERSION		2
+
+/* in_use: 0 means closed by software that predates the format extension. */
+#define PRL_IN_USE_CLOSED_OLD	0x00000000U
+#define PRL_IN_USE_OPEN		0x746F6E59U
+#define PRL_IN_USE_CLOSED	0x312e3276U
+
+#define PRL_FLAG_EMPTY		0x00000001U
+
+/* Format extension cluster and its features. */
+#define PRL_EXT_MAGIC		0xAB234CEF23DCEA87ULL
+#define PRL_EXT_END		0x0000000000000000ULL
+#define PRL_EXT_DIRTY_BITMAP	0x20385FAE252CB34AULL
+#define PRL_EXT_FLAG_NECESSARY	0x1ULL
+#define PRL_EXT_FLAG_TRANSIT	0x2ULL
+
+/*
+ * Limits this implementation accepts.  A cluster larger than 1 GiB is not
+ * written by QEMU or ploop and would make a single fill unreasonably large.
+ */
+#define PRL_MAX_CLUSTER_SECTORS	BIT(21)
+/* 2^28 entries is a 1 GiB BAT: 256 TiB with 1 MiB clusters. */
+#define PRL_MAX_BAT_ENTRIES	BIT(28)
+
+struct prl_header {
+	char	magic[PRL_MAGIC_LEN];
+	__le32	version;
+	__le32	heads;
+	__le32	cylinders;
+	__le32	tracks;		/* cluster size in sectors */
+	__le32	bat_entries;
+	__le64	nb_sectors;	/* v1: only the low 32 bits, high must be 0 */
+	__le32	in_use;
+	__le32	data_off;	/* sectors; v1 may leave it 0 */
+	__le32	flags;
+	__le64	ext_off;	/* sectors, 0 = no format extension */
+} __packed;
+
+#define PRL_HEADER_SIZE		64
+
+struct prl_ext_header {
+	__le64	magic;
+	__u8	md5[16];	/* of the cluster after these 24 bytes */
+} __packed;
+
+struct prl_ext_feature {
+	__le64	magic;
+	__le64	flags;
+	__le32	data_size;
+	__le32	unused;
+} __packed;
+
+struct prl_ext_dirty_bitmap {
+	__le64	size;		/* bits, in sectors of the disk */
+	__u8	id[16];
+	__le32	granularity;	/* sectors per bit */
+	__le32	l1_size;
+	/* followed by __le64 l1[l1_size] */
+} __packed;
+
+enum prl_format_version {
+	PRL_V1 = 1,	/* "WithoutFreeSpace" */
+	PRL_V2 = 2,	/* "WithouFreSpacExt" */
+};
+
+/* The header decoded and checked: every field here may be trusted. */
+struct prl_geom {
+	enum prl_format_version fmt;
+	__u32	cluster_sectors;
+	__u32	bat_entries;
+	__u32	off_mult;	/* sectors per unit of a BAT entry */
+	__u32	in_use;
+	__u32	flags;
+	__u64	nb_sectors;	/* virtual size */
+	__u64	data_off;	/* sectors, first data cluster */
+	__u64	ext_off;	/* sectors, 0 if none */
+	__u64	meta_bytes;	/* header + BAT */
+};
+
+/* Where a BAT check failed, for a message that names the entries. */
+struct prl_bat_err {
+	__u32	entry;		/* BAT index, or PRL_ENTRY_EXT for ext_off */
+	__u32	other;		/* the other entry for duplicates */
+	__u64	value;		/* offending file offset in sectors */
+};
+
+#define PRL_ENTRY_EXT		0xffffffffU
+
+/*
+ * prl_parse_header - decode and validate a header against the image size.
+ * @hdr: the first PRL_HEADER_SIZE bytes of the image.
+ * @dev_sectors: size of the image file or device in sectors.
+ * @g: filled in on success.
+ * @why: on failure, a static string naming the problem.
+ *
+ * Returns 0 or -EINVAL.  Does not look at the BAT.
+ */
+int prl_parse_header(const struct prl_header *hdr, __u64 dev_sectors,
+		     struct prl_geom *g, const char **why);
+
+/*
+ * prl_entry_sector - file sector of a raw BAT entry, without checks.
+ * Only for entries that prl_check_bat() accepted.
+ */
+static inline __u64 prl_entry_sector(const struct prl_geom *g, __u32 entry)
+{
+	return (__u64)entry * g->off_mult;
+}
+
+/*
+ * prl_check_cluster - check one file offset (in sectors) that a BAT entry or
+ * ext_off points at: in the data area, aligned to the cluster grid that
+ * starts at data_off, and the whole cluster inside the image.
+ */
+int prl_check_cluster(const struct prl_geom *g, __u64 sector,
+		      __u64 dev_sectors, const char **why);
+
+/* Number of non-zero BAT entries. */
+__u32 prl_count_allocated(const struct prl_geom *g, const __le32 *bat);
+
+/*
+ * prl_check_bat - validate every entry of a BAT, and ext_off.
+ * @bat: g->bat_entries entries as stored on disk.
+ * @scratch: room for prl_count_allocated() + 1 entries, to find duplicates.
+ * @end: receives the first sector after the last used cluster (at least
+ *       data_off): where the next cluster would be allocated.
+ * @err: on failure, which entry.
+ *
+ * Returns 0 or -EINVAL with @why set.  Runs in O(n log n).
+ */
+int prl_check_bat(const struct prl_geom *g, const __le32 *bat,
+		  __u64 dev_sectors, __u64 *scratch, __u64 *end,
+		  struct prl_bat_err *err, const char **why);
+
+#endif /* PRL_FORMAT_H */
