@@ -45,7 +45,7 @@ fuzz:
 
 # Each VM run builds the module for its kernel into build/<kver>/.
 check:
-	tests/run-all.sh --kver "$(KVER)" $(if $(KVER_612),--kver "$(KVER_612)")
+	tests/run-all.sh --kver "$(KVER)" --kver "$(KVER_612)"
 
 check-6.1:
 	tests/run-all.sh --kver "$(KVER)"
@@ -54,7 +54,7 @@ check-6.12:
 	tests/run-all.sh --kver "$(KVER_612)"
 
 check-long:
-	tests/run-all.sh --long --kver "$(KVER)" $(if $(KVER_612),--kver "$(KVER_612)")
+	tests/run-all.sh --long --kver "$(KVER)" --kver "$(KVER_612)"
 
 demo:
 	tests/demo.sh --kver "$(KVER)"

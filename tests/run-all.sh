@@ -1,0 +1,112 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Every test, as one TAP stream:  tests/run-all.sh [--long] --kver K [--kver K2 ...]
+#   unit            make -C userspace check (its TAP lines, renumbered)
+#   checkpatch      make checkpatch
+#   K/sparse        make sparse KVER=K, for each kernel
+#   K/<test>        tests/vm/run-vm.sh --kver K, for each kernel
+# Ends with exactly one line "N passed, N failed[, N skipped]"; exit 1 if
+# anything failed.  An empty or uninstalled kernel is a failure, not a skip.
+set -u
+shopt -s lastpipe	# so relay, at the end of a pipeline, counts in this shell
+cd "$(dirname "$0")/.." || exit 1
+LOGS=build/logs
+mkdir -p "$LOGS"
+
+long='' kvers=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--long) long=--long ;;
+	--kver) kvers+=("${2-}"); shift ;;
+	*) echo "usage: $0 [--long] --kver K [--kver K2 ...]" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+n=0 npass=0 nfail=0 nskip=0
+tap() { # tap ok|skip|fail NAME [REASON]
+	n=$((n + 1))
+	case $1 in
+	ok) npass=$((npass + 1)); echo "ok $n - $2" ;;
+	skip) nskip=$((nskip + 1)); echo "ok $n - $2 # SKIP${3:+ $3}" ;;
+	*) nfail=$((nfail + 1)); echo "not ok $n - $2${3:+ # $3}" ;;
+	esac
+}
+comment() { sed 's/^/# /'; }
+
+# relay PREFIX LOG: pass a sub-suite's TAP through, renumbered and named
+# PREFIX/..., keeping "#" lines; everything goes to LOG.  Sets relayed_fail.
+relay() {
+	local l re='^(not )?ok [0-9]+( -)? ?(.*)$'
+	relayed_fail=0
+	while IFS= read -r l; do
+		printf '%s\n' "$l" >> "$2"
+		if [[ $l =~ $re ]]; then
+			local not=${BASH_REMATCH[1]-} desc=${BASH_REMATCH[3]-}
+			n=$((n + 1))
+			if [ -n "$not" ]; then
+				nfail=$((nfail + 1)) relayed_fail=$((relayed_fail + 1))
+			elif [[ $desc =~ \#\ *[Ss][Kk][Ii][Pp] ]]; then
+				nskip=$((nskip + 1))
+			else
+				npass=$((npass + 1))
+			fi
+			echo "${not}ok $n - $1$desc"
+		elif [[ $l =~ ^[[:space:]]*# ]]; then
+			printf '%s\n' "$l"
+		fi	# the plan, the sub-summary and make's chatter: log only
+	done
+}
+
+# check NAME CMD...: one test, pass if CMD exits 0; on failure, its output.
+check() {
+	local name=$1 log=$LOGS/${1//\//_}.log
+	shift
+	if "$@" > "$log" 2>&1; then
+		tap ok "$name"
+	else
+		tap fail "$name" "$* failed"
+		tail -n 40 "$log" | comment
+	fi
+}
+
+start=$(date +%s)
+
+# Host unit tests.  A make that fails without saying "not ok" is one failure.
+: > "$LOGS/unit.log"
+make -C userspace check 2>&1 | relay unit/ "$LOGS/unit.log"
+rc=${PIPESTATUS[0]}
+if [ "$rc" -ne 0 ] && [ "$relayed_fail" -eq 0 ]; then
+	tap fail unit "make -C userspace check exited $rc"
+	tail -n 40 "$LOGS/unit.log" | comment
+fi
+
+check checkpatch make checkpatch
+
+[ ${#kvers[@]} -gt 0 ] || tap fail "kernels" "no --kver given"
+for k in "${kvers[@]}"; do
+	if [ -z "$k" ]; then
+		tap fail "kernel" "empty kernel version: are the 6.1 and 6.12 headers installed? (tests/install-deps.sh)"
+		continue
+	fi
+	if [ ! -e "/boot/vmlinuz-$k" ] || [ ! -d "/lib/modules/$k/build" ]; then
+		tap fail "$k" "kernel or headers for $k not installed (tests/install-deps.sh)"
+		continue
+	fi
+	check "$k/sparse" make sparse KVER="$k"
+	t0=$(date +%s)
+	: > "$LOGS/vm-$k.log"
+	tests/vm/run-vm.sh $long --kver "$k" 2>&1 | relay "" "$LOGS/vm-$k.log"
+	rc=${PIPESTATUS[0]}
+	if [ "$rc" -ne 0 ] && [ "$relayed_fail" -eq 0 ]; then
+		tap fail "$k/vm" "tests/vm/run-vm.sh exited $rc"
+		tail -n 40 "$LOGS/vm-$k.log" | comment
+	fi
+	echo "# $k: VM suite took $(($(date +%s) - t0)) s"
+done
+
+echo "# all: $(($(date +%s) - start)) s"
+echo "1..$n"
+echo "$npass passed, $nfail failed$([ $nskip -eq 0 ] || echo ", $nskip skipped")"
+[ $nfail -eq 0 ]
