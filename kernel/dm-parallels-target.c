@@ -3,23 +3,31 @@
  * dm-parallels: serve Parallels expandable images ("ploop") as block devices.
  *
  * The whole BAT is read and validated at construction and kept in memory in
- * its on-disk form.  map() remaps a bio to the image for allocated clusters
- * and to the lower device (the parent snapshot, or zeros) for the others, so
- * a stack of images becomes a chain of tables.  This version serves read-only
- * tables.  See Documentation/dm-parallels.rst.
+ * its on-disk form (prl_meta.c).  map() remaps a bio to the image for
+ * allocated clusters and reads of the others to the lower device (the parent
+ * snapshot, or zeros), so a stack of images becomes a chain of tables.
+ *
+ * Everything else goes to one worker: a write to a cluster the image lacks
+ * gets a new cluster at the image end, filled from the lower device (or
+ * zeroed) unless the write covers it whole, and is let through once the
+ * fill is on disk; only then does the BAT entry point at it.  Flush and FUA
+ * bios wait for a metadata commit (prl_meta.h).  See
+ * Documentation/dm-parallels.rst.
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
 #include <linux/dm-io.h>
-#include <linux/ioprio.h>
+#include <linux/dm-kcopyd.h>
+#include <linux/hashtable.h>
 #include <linux/log2.h>
 #include <linux/math64.h>
+#include <linux/mempool.h>
 #include <linux/module.h>
 #include <linux/slab.h>
-#include <linux/vmalloc.h>
+#include <linux/workqueue.h>
 
-#include "prl_format.h"
+#include "prl_meta.h"
 
 #define DM_MSG_PREFIX "parallels"
 
@@ -48,148 +56,59 @@ static const char * const prl_state_names[] = {
 	[PRL_STATE_ERROR] = "error",
 };
 
+/* A cluster being allocated: writes to it wait here until it is filled. */
+struct prl_alloc {
+	struct prl_target *pt;
+	struct hlist_node node;
+	sector_t cluster;		/* virtual cluster */
+	sector_t sector;		/* its new place in the image */
+	struct bio *bio;		/* the write that asked for it */
+	struct bio_list waiting;	/* later writes to the same cluster */
+	atomic_t jobs;			/* fill jobs in flight */
+	bool failed;
+};
+
+/* Per-bio data: a whole-cluster write is hooked to learn when it landed. */
+struct prl_bio {
+	bio_end_io_t *end_io;
+	struct prl_alloc *alloc;
+};
+
+#define PRL_ALLOC_HASH_BITS	6
+#define PRL_MIN_ALLOCS		16
+
 struct prl_target {
 	struct dm_target *ti;
 	struct dm_dev *image;
 	struct dm_dev *lower;		/* NULL: unallocated clusters are zeros */
 	sector_t lower_sectors;
 
-	struct prl_geom geom;
+	struct prl_meta meta;
 	unsigned int cluster_shift;	/* log2(cluster), if a power of two */
 	bool cluster_pow2;
-
-	void *meta;			/* header and BAT, as on disk */
-	__le32 *bat;			/* points into meta */
-	u32 allocated;
-	sector_t image_end;		/* first sector after the last cluster */
+	bool writable;
+	bool open;			/* in_use is set on disk */
 	enum prl_state state;
 
 	struct dm_io_client *io;
+	struct dm_kcopyd_client *kc;
+	struct workqueue_struct *wq;
+	struct work_struct worker;
+	struct delayed_work waker;
+	mempool_t alloc_pool;
+
+	spinlock_t lock;		/* the lists and allocs below */
+	struct bio_list deferred;	/* writes and flushes for the worker */
+	struct bio_list commit_wait;	/* written, complete after a commit */
+	DECLARE_HASHTABLE(allocs, PRL_ALLOC_HASH_BITS);
+	bool commit_requested;
+	u64 nospc;			/* writes refused for lack of space */
 
 	/* Optional arguments, kept to print the table back. */
 	bool ignore_in_use;
 	bool no_discard;
 	unsigned int commit_interval_ms;
 };
-
-static int prl_io(struct prl_target *pt, blk_opf_t opf, void *buf,
-		  sector_t sector, sector_t count)
-{
-	struct dm_io_region where = {
-		.bdev = pt->image->bdev,
-		.sector = sector,
-		.count = count,
-	};
-	struct dm_io_request req = {
-		.bi_opf = opf,
-		.mem.type = DM_IO_VMA,
-		.mem.ptr.vma = buf,
-		.client = pt->io,
-	};
-	unsigned long error_bits;
-
-#ifdef PRL_DM_IO_IOPRIO
-	return dm_io(&req, 1, &where, &error_bits, IOPRIO_DEFAULT);
-#else
-	return dm_io(&req, 1, &where, &error_bits);
-#endif
-}
-
-/*
- * Read and check the header and the BAT.  On failure ti->error says what is
- * wrong; the kernel log also names the BAT entry where there is one.
- */
-static int prl_load_metadata(struct prl_target *pt)
-{
-	struct dm_target *ti = pt->ti;
-	struct prl_geom *g = &pt->geom;
-	unsigned int lbs = bdev_logical_block_size(pt->image->bdev);
-	sector_t dev_sectors = bdev_nr_sectors(pt->image->bdev);
-	sector_t lbs_sectors = lbs >> SECTOR_SHIFT;
-	struct prl_bat_err err = {};
-	sector_t meta_sectors;
-	const char *why;
-	u64 *scratch;
-	u64 end;
-	int r;
-
-	if (dev_sectors < lbs_sectors) {
-		ti->error = "Image device too small to hold a header";
-		return -EINVAL;
-	}
-
-	/* The first logical block holds the header; read it alone first. */
-	pt->meta = vmalloc(lbs);
-	if (!pt->meta) {
-		ti->error = "Cannot allocate memory for the header";
-		return -ENOMEM;
-	}
-	r = prl_io(pt, REQ_OP_READ, pt->meta, 0, lbs_sectors);
-	if (r) {
-		ti->error = "Cannot read the image header";
-		return r;
-	}
-	r = prl_parse_header(pt->meta, dev_sectors, g, &why);
-	if (r) {
-		ti->error = (char *)why;
-		return r;
-	}
-
-	if (ti->len > g->nb_sectors) {
-		ti->error = "Target length exceeds the image's virtual size";
-		return -EINVAL;
-	}
-	if (!IS_ALIGNED(g->data_off, lbs_sectors) ||
-	    !IS_ALIGNED(g->cluster_sectors, lbs_sectors)) {
-		ti->error = "Clusters are not aligned to the image device's logical block size";
-		return -EINVAL;
-	}
-
-	/* Header and BAT, rounded up to whole blocks (still before data_off). */
-	meta_sectors = round_up(DIV_ROUND_UP_ULL(g->meta_bytes, SECTOR_SIZE),
-				lbs_sectors);
-	vfree(pt->meta);
-	pt->meta = vmalloc(meta_sectors << SECTOR_SHIFT);
-	if (!pt->meta) {
-		ti->error = "Cannot allocate memory for the BAT";
-		return -ENOMEM;
-	}
-	pt->bat = pt->meta + PRL_HEADER_SIZE;
-	r = prl_io(pt, REQ_OP_READ, pt->meta, 0, meta_sectors);
-	if (r) {
-		ti->error = "Cannot read the BAT";
-		return r;
-	}
-
-	pt->allocated = prl_count_allocated(g, pt->bat);
-	scratch = kvmalloc_array((size_t)pt->allocated + 1, sizeof(*scratch),
-				 GFP_KERNEL);
-	if (!scratch) {
-		ti->error = "Cannot allocate memory to check the BAT";
-		return -ENOMEM;
-	}
-	r = prl_check_bat(g, pt->bat, dev_sectors, scratch, &end, &err, &why);
-	kvfree(scratch);
-	if (r) {
-		if (err.entry == PRL_ENTRY_EXT)
-			DMERR("%s: format extension at sector %llu",
-			      why, err.value);
-		else if (err.other == PRL_ENTRY_EXT || !err.other)
-			DMERR("%s: BAT entry %u (sector %llu)",
-			      why, err.entry, err.value);
-		else
-			DMERR("%s: BAT entries %u and %u (sector %llu)",
-			      why, err.entry, err.other, err.value);
-		ti->error = (char *)why;
-		return r;
-	}
-	pt->image_end = end;
-
-	pt->cluster_pow2 = is_power_of_2(g->cluster_sectors);
-	if (pt->cluster_pow2)
-		pt->cluster_shift = ilog2(g->cluster_sectors);
-	return 0;
-}
 
 static int prl_parse_args(struct prl_target *pt, struct dm_arg_set *as)
 {
@@ -244,14 +163,69 @@ static int prl_parse_args(struct prl_target *pt, struct dm_arg_set *as)
 
 static void prl_destroy(struct prl_target *pt)
 {
+	if (pt->wq)
+		destroy_workqueue(pt->wq);
+	mempool_exit(&pt->alloc_pool);
+	if (pt->kc)
+		dm_kcopyd_client_destroy(pt->kc);
+	prl_meta_release(&pt->meta);
 	if (pt->io)
 		dm_io_client_destroy(pt->io);
-	vfree(pt->meta);
 	if (pt->lower)
 		dm_put_device(pt->ti, pt->lower);
 	if (pt->image)
 		dm_put_device(pt->ti, pt->image);
 	kfree(pt);
+}
+
+static void prl_worker(struct work_struct *ws);
+static void prl_waker(struct work_struct *ws);
+
+/* What a writable table needs beyond reading: the worker and its tools. */
+static int prl_init_writer(struct prl_target *pt)
+{
+	struct dm_target *ti = pt->ti;
+	const struct prl_geom *g = &pt->meta.geom;
+	int r;
+
+	if (g->in_use == PRL_IN_USE_OPEN && !pt->ignore_in_use) {
+		ti->error = "Image in use or not closed cleanly: run prldisk check --repair, or pass ignore_in_use";
+		return -EBUSY;
+	}
+	if (g->ext_off) {
+		ti->error = "Images with a format extension cannot be opened read-write yet";
+		return -EINVAL;
+	}
+
+	pt->kc = dm_kcopyd_client_create(NULL);
+	if (IS_ERR(pt->kc)) {
+		r = PTR_ERR(pt->kc);
+		pt->kc = NULL;
+		ti->error = "Cannot create kcopyd client";
+		return r;
+	}
+	r = mempool_init_kmalloc_pool(&pt->alloc_pool, PRL_MIN_ALLOCS,
+				      sizeof(struct prl_alloc));
+	if (r) {
+		ti->error = "Cannot allocate memory";
+		return r;
+	}
+	pt->wq = alloc_workqueue("dm-" DM_MSG_PREFIX, WQ_MEM_RECLAIM, 1);
+	if (!pt->wq) {
+		ti->error = "Cannot create workqueue";
+		return -ENOMEM;
+	}
+	INIT_WORK(&pt->worker, prl_worker);
+	INIT_DELAYED_WORK(&pt->waker, prl_waker);
+	spin_lock_init(&pt->lock);
+	bio_list_init(&pt->deferred);
+	bio_list_init(&pt->commit_wait);
+	hash_init(pt->allocs);
+
+	ti->per_io_data_size = sizeof(struct prl_bio);
+	ti->accounts_remapped_io = true;
+	pt->writable = true;
+	return 0;
 }
 
 /*
@@ -262,6 +236,7 @@ static int prl_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	struct dm_arg_set as = { .argc = argc, .argv = argv };
 	struct prl_target *pt;
 	const char *image_path, *lower_path;
+	const struct prl_geom *g;
 	int r;
 
 	if (argc < 2) {
@@ -280,12 +255,6 @@ static int prl_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	r = prl_parse_args(pt, &as);
 	if (r)
 		goto bad;
-
-	if (dm_table_get_mode(ti->table) & PRL_MODE_WRITE) {
-		ti->error = "Writable tables are not supported yet: load the table read-only";
-		r = -EROFS;
-		goto bad;
-	}
 
 	r = dm_get_device(ti, image_path, dm_table_get_mode(ti->table),
 			  &pt->image);
@@ -316,13 +285,30 @@ static int prl_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		goto bad;
 	}
 
-	r = prl_load_metadata(pt);
+	r = prl_meta_load(&pt->meta, pt->image->bdev, pt->io, &ti->error);
 	if (r)
 		goto bad;
-	pt->state = pt->geom.in_use == PRL_IN_USE_OPEN ?
-		    PRL_STATE_NEEDS_CHECK : PRL_STATE_RO;
+	g = &pt->meta.geom;
+	if (ti->len > g->nb_sectors) {
+		ti->error = "Target length exceeds the image's virtual size";
+		r = -EINVAL;
+		goto bad;
+	}
+	pt->cluster_pow2 = is_power_of_2(g->cluster_sectors);
+	if (pt->cluster_pow2)
+		pt->cluster_shift = ilog2(g->cluster_sectors);
 
-	r = dm_set_target_max_io_len(ti, pt->geom.cluster_sectors);
+	if (dm_table_get_mode(ti->table) & PRL_MODE_WRITE) {
+		r = prl_init_writer(pt);
+		if (r)
+			goto bad;
+		pt->state = PRL_STATE_RW;
+	} else {
+		pt->state = g->in_use == PRL_IN_USE_OPEN ?
+			    PRL_STATE_NEEDS_CHECK : PRL_STATE_RO;
+	}
+
+	r = dm_set_target_max_io_len(ti, g->cluster_sectors);
 	if (r)
 		goto bad;
 	ti->num_flush_bios = 1;
@@ -339,14 +325,32 @@ static void prl_dtr(struct dm_target *ti)
 	prl_destroy(ti->private);
 }
 
+/* Any failure to write metadata leaves the target failing writes. */
+static void prl_set_error(struct prl_target *pt)
+{
+	if (READ_ONCE(pt->state) == PRL_STATE_ERROR)
+		return;
+	DMERR("%s: metadata I/O failed, writes now fail",
+	      dm_table_device_name(pt->ti->table));
+	WRITE_ONCE(pt->state, PRL_STATE_ERROR);
+	dm_table_event(pt->ti->table);
+}
+
 static sector_t prl_cluster_of(struct prl_target *pt, sector_t vsec,
 			       u32 *offset)
 {
 	if (pt->cluster_pow2) {
-		*offset = vsec & (pt->geom.cluster_sectors - 1);
+		*offset = vsec & (pt->meta.geom.cluster_sectors - 1);
 		return vsec >> pt->cluster_shift;
 	}
-	return div_u64_rem(vsec, pt->geom.cluster_sectors, offset);
+	return div_u64_rem(vsec, pt->meta.geom.cluster_sectors, offset);
+}
+
+static void prl_remap_image(struct prl_target *pt, struct bio *bio,
+			    sector_t sector, u32 offset)
+{
+	bio_set_dev(bio, pt->image->bdev);
+	bio->bi_iter.bi_sector = sector + offset;
 }
 
 /* Clusters the image does not have come from below, or read as zeros. */
@@ -366,6 +370,22 @@ static int prl_map_lower(struct prl_target *pt, struct bio *bio, sector_t vsec)
 	return DM_MAPIO_REMAPPED;
 }
 
+static void prl_defer(struct prl_target *pt, struct bio *bio)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&pt->lock, flags);
+	bio_list_add(&pt->deferred, bio);
+	spin_unlock_irqrestore(&pt->lock, flags);
+	queue_work(pt->wq, &pt->worker);
+}
+
+static bool prl_needs_commit(struct prl_target *pt, struct bio *bio)
+{
+	return (bio->bi_opf & (REQ_PREFLUSH | REQ_FUA)) &&
+	       !prl_meta_clean(&pt->meta);
+}
+
 static int prl_map(struct dm_target *ti, struct bio *bio)
 {
 	struct prl_target *pt = ti->private;
@@ -373,22 +393,324 @@ static int prl_map(struct dm_target *ti, struct bio *bio)
 	u32 offset, entry;
 
 	if (unlikely(!bio_sectors(bio))) {
-		/* An empty flush: nothing of ours is dirty, pass it down. */
+		/* An empty flush: it waits for a commit if one is due. */
+		if (pt->writable && prl_needs_commit(pt, bio)) {
+			prl_defer(pt, bio);
+			return DM_MAPIO_SUBMITTED;
+		}
 		bio_set_dev(bio, pt->image->bdev);
 		return DM_MAPIO_REMAPPED;
 	}
-	if (unlikely(bio_op(bio) != REQ_OP_READ))
-		return DM_MAPIO_KILL;
 
 	vsec = dm_target_offset(ti, bio->bi_iter.bi_sector);
 	cluster = prl_cluster_of(pt, vsec, &offset);
-	entry = le32_to_cpu(READ_ONCE(pt->bat[cluster]));
-	if (!entry)
-		return prl_map_lower(pt, bio, vsec);
+	entry = prl_meta_entry(&pt->meta, cluster);
 
-	bio_set_dev(bio, pt->image->bdev);
-	bio->bi_iter.bi_sector = prl_entry_sector(&pt->geom, entry) + offset;
+	if (bio_op(bio) == REQ_OP_READ) {
+		if (!entry)
+			return prl_map_lower(pt, bio, vsec);
+		prl_remap_image(pt, bio, prl_entry_sector(&pt->meta.geom, entry),
+				offset);
+		return DM_MAPIO_REMAPPED;
+	}
+
+	if (unlikely(bio_op(bio) != REQ_OP_WRITE || !pt->writable ||
+		     READ_ONCE(pt->state) == PRL_STATE_ERROR))
+		return DM_MAPIO_KILL;
+	/* Allocation, the first write and commits are the worker's. */
+	if (!entry || !smp_load_acquire(&pt->open) ||
+	    prl_needs_commit(pt, bio)) {
+		prl_defer(pt, bio);
+		return DM_MAPIO_SUBMITTED;
+	}
+	prl_remap_image(pt, bio, prl_entry_sector(&pt->meta.geom, entry),
+			offset);
 	return DM_MAPIO_REMAPPED;
+}
+
+static struct prl_alloc *prl_find_alloc(struct prl_target *pt,
+					sector_t cluster)
+{
+	struct prl_alloc *a;
+
+	hash_for_each_possible(pt->allocs, a, node, cluster)
+		if (a->cluster == cluster)
+			return a;
+	return NULL;
+}
+
+/*
+ * The new cluster holds its data (fill or whole write): point the BAT at it
+ * and send the writes that waited back to the worker.  Any context.
+ */
+static void prl_alloc_done(struct prl_alloc *a, struct bio_list *failed)
+{
+	struct prl_target *pt = a->pt;
+	unsigned long flags;
+
+	spin_lock_irqsave(&pt->lock, flags);
+	if (!a->failed)
+		prl_meta_set_entry(&pt->meta, a->cluster, a->sector);
+	hash_del(&a->node);
+	/* Waiting writes try again; after a failure they allocate anew. */
+	bio_list_merge(&pt->deferred, &a->waiting);
+	if (a->bio) {
+		if (a->failed)
+			bio_list_add(failed, a->bio);
+		else
+			bio_list_add(&pt->deferred, a->bio);
+	}
+	spin_unlock_irqrestore(&pt->lock, flags);
+	queue_work(pt->wq, &pt->worker);
+	mempool_free(a, &pt->alloc_pool);
+}
+
+static void prl_fill_done(int read_err, unsigned long write_err, void *context)
+{
+	struct prl_alloc *a = context;
+	struct bio_list failed = BIO_EMPTY_LIST;
+	struct bio *bio;
+
+	if (read_err || write_err)
+		a->failed = true;
+	if (!atomic_dec_and_test(&a->jobs))
+		return;
+	if (a->failed)
+		DMERR_LIMIT("Cannot fill a new cluster at sector %llu",
+			    (unsigned long long)a->sector);
+	prl_alloc_done(a, &failed);
+	while ((bio = bio_list_pop(&failed)))
+		bio_io_error(bio);
+}
+
+/* A write that covered its whole new cluster has landed. */
+static void prl_overwrite_endio(struct bio *bio)
+{
+	struct prl_bio *pb = dm_per_bio_data(bio, sizeof(*pb));
+	struct prl_alloc *a = pb->alloc;
+	struct prl_target *pt = a->pt;
+	struct bio_list dummy = BIO_EMPTY_LIST;
+	unsigned long flags;
+
+	bio->bi_end_io = pb->end_io;
+	a->failed = bio->bi_status != BLK_STS_OK;
+	a->bio = NULL;
+	prl_alloc_done(a, &dummy);
+	if (!bio->bi_status && (bio->bi_opf & (REQ_PREFLUSH | REQ_FUA))) {
+		/* Durable only once the BAT entry is: after a commit. */
+		spin_lock_irqsave(&pt->lock, flags);
+		bio_list_add(&pt->commit_wait, bio);
+		spin_unlock_irqrestore(&pt->lock, flags);
+		queue_work(pt->wq, &pt->worker);
+		return;
+	}
+	bio_endio(bio);
+}
+
+/* Fill the rest of the new cluster: from the lower device, then zeros. */
+static void prl_fill(struct prl_target *pt, struct prl_alloc *a)
+{
+	sector_t cs = pt->meta.geom.cluster_sectors;
+	sector_t vstart = a->cluster * cs, copy = 0;
+	struct dm_io_region from, to;
+
+	if (pt->lower && vstart < pt->lower_sectors)
+		copy = min(cs, pt->lower_sectors - vstart);
+	atomic_set(&a->jobs, (copy > 0) + (copy < cs));
+
+	if (copy < cs) {
+		to.bdev = pt->image->bdev;
+		to.sector = a->sector + copy;
+		to.count = cs - copy;
+		dm_kcopyd_zero(pt->kc, 1, &to, 0, prl_fill_done, a);
+	}
+	if (copy) {
+		from.bdev = pt->lower->bdev;
+		from.sector = vstart;
+		from.count = copy;
+		to.bdev = pt->image->bdev;
+		to.sector = a->sector;
+		to.count = copy;
+		dm_kcopyd_copy(pt->kc, &from, 1, &to, 0, prl_fill_done, a);
+	}
+}
+
+/* Worker: a write to a cluster the image lacks, with no allocation yet. */
+static void prl_allocate(struct prl_target *pt, struct bio *bio,
+			 sector_t cluster, u32 offset)
+{
+	struct prl_bio *pb = dm_per_bio_data(bio, sizeof(*pb));
+	struct prl_alloc *a;
+	sector_t sector;
+
+	if (prl_meta_alloc(&pt->meta, &sector)) {
+		spin_lock_irq(&pt->lock);
+		pt->nospc++;
+		spin_unlock_irq(&pt->lock);
+		DMERR_LIMIT("%s: image device full, write refused",
+			    dm_table_device_name(pt->ti->table));
+		bio->bi_status = BLK_STS_NOSPC;
+		bio_endio(bio);
+		return;
+	}
+
+	a = mempool_alloc(&pt->alloc_pool, GFP_NOIO);
+	a->pt = pt;
+	a->cluster = cluster;
+	a->sector = sector;
+	a->failed = false;
+	bio_list_init(&a->waiting);
+	spin_lock_irq(&pt->lock);
+	hash_add(pt->allocs, &a->node, cluster);
+	spin_unlock_irq(&pt->lock);
+
+	if (!offset && bio_sectors(bio) == pt->meta.geom.cluster_sectors) {
+		/* The write is the whole cluster: no fill, and no read. */
+		a->bio = NULL;
+		pb->alloc = a;
+		pb->end_io = bio->bi_end_io;
+		bio->bi_end_io = prl_overwrite_endio;
+		prl_remap_image(pt, bio, sector, 0);
+		dm_submit_bio_remap(bio, NULL);
+		return;
+	}
+	a->bio = bio;
+	prl_fill(pt, a);
+}
+
+/* Worker: one deferred write.  Returns true if it must wait for a commit. */
+static bool prl_handle_write(struct prl_target *pt, struct bio *bio)
+{
+	sector_t vsec = dm_target_offset(pt->ti, bio->bi_iter.bi_sector);
+	struct prl_alloc *a;
+	sector_t cluster;
+	u32 offset, entry;
+
+	cluster = prl_cluster_of(pt, vsec, &offset);
+	spin_lock_irq(&pt->lock);
+	entry = prl_meta_entry(&pt->meta, cluster);
+	a = entry ? NULL : prl_find_alloc(pt, cluster);
+	if (a)
+		bio_list_add(&a->waiting, bio);
+	spin_unlock_irq(&pt->lock);
+	if (a)
+		return false;
+
+	if (!entry) {
+		prl_allocate(pt, bio, cluster, offset);
+		return false;
+	}
+	prl_remap_image(pt, bio, prl_entry_sector(&pt->meta.geom, entry),
+			offset);
+	if (prl_needs_commit(pt, bio))
+		return true;
+	dm_submit_bio_remap(bio, NULL);
+	return false;
+}
+
+static int prl_commit(struct prl_target *pt)
+{
+	int r = prl_meta_commit(&pt->meta);
+
+	if (r)
+		prl_set_error(pt);
+	return r;
+}
+
+static void prl_worker(struct work_struct *ws)
+{
+	struct prl_target *pt = container_of(ws, struct prl_target, worker);
+	struct bio_list bios, done, after_commit = BIO_EMPTY_LIST;
+	bool commit;
+	struct bio *bio;
+	int r = 0;
+
+	spin_lock_irq(&pt->lock);
+	bios = pt->deferred;
+	bio_list_init(&pt->deferred);
+	done = pt->commit_wait;
+	bio_list_init(&pt->commit_wait);
+	commit = pt->commit_requested;
+	pt->commit_requested = false;
+	spin_unlock_irq(&pt->lock);
+
+	/* The in-use flag is on disk before the first write goes down. */
+	if (!bio_list_empty(&bios) && !pt->open &&
+	    READ_ONCE(pt->state) != PRL_STATE_ERROR) {
+		r = prl_meta_set_in_use(&pt->meta, true);
+		if (r)
+			prl_set_error(pt);
+		else
+			smp_store_release(&pt->open, true);
+	}
+
+	while ((bio = bio_list_pop(&bios))) {
+		if (READ_ONCE(pt->state) == PRL_STATE_ERROR)
+			bio_io_error(bio);
+		else if (!bio_sectors(bio) || prl_handle_write(pt, bio))
+			bio_list_add(&after_commit, bio);
+	}
+
+	if (commit || !bio_list_empty(&after_commit) || !bio_list_empty(&done))
+		r = prl_commit(pt);
+
+	while ((bio = bio_list_pop(&after_commit))) {
+		if (r)
+			bio_io_error(bio);
+		else if (!bio_sectors(bio))
+			bio_endio(bio);	/* the commit flushed the image */
+		else
+			dm_submit_bio_remap(bio, NULL);
+	}
+	while ((bio = bio_list_pop(&done))) {
+		if (r)
+			bio->bi_status = BLK_STS_IOERR;
+		bio_endio(bio);
+	}
+}
+
+/* Commit every commit_interval_ms so unflushed changes do not pile up. */
+static void prl_waker(struct work_struct *ws)
+{
+	struct prl_target *pt = container_of(to_delayed_work(ws),
+					     struct prl_target, waker);
+
+	if (!prl_meta_clean(&pt->meta)) {
+		spin_lock_irq(&pt->lock);
+		pt->commit_requested = true;
+		spin_unlock_irq(&pt->lock);
+		queue_work(pt->wq, &pt->worker);
+	}
+	queue_delayed_work(pt->wq, &pt->waker,
+			   msecs_to_jiffies(pt->commit_interval_ms));
+}
+
+/* dm has waited for every bio; persist the BAT and close the image. */
+static void prl_postsuspend(struct dm_target *ti)
+{
+	struct prl_target *pt = ti->private;
+
+	if (!pt->writable)
+		return;
+	cancel_delayed_work_sync(&pt->waker);
+	flush_workqueue(pt->wq);
+	if (!pt->open || READ_ONCE(pt->state) == PRL_STATE_ERROR)
+		return;
+	if (prl_commit(pt) || prl_meta_set_in_use(&pt->meta, false)) {
+		prl_set_error(pt);
+		return;
+	}
+	/* The next write after a resume opens the image again. */
+	smp_store_release(&pt->open, false);
+}
+
+static void prl_resume(struct dm_target *ti)
+{
+	struct prl_target *pt = ti->private;
+
+	if (pt->writable)
+		queue_delayed_work(pt->wq, &pt->waker,
+				   msecs_to_jiffies(pt->commit_interval_ms));
 }
 
 static void prl_status(struct dm_target *ti, status_type_t type,
@@ -396,14 +718,15 @@ static void prl_status(struct dm_target *ti, status_type_t type,
 		       unsigned int maxlen)
 {
 	struct prl_target *pt = ti->private;
+	struct prl_meta *pm = &pt->meta;
 	unsigned int sz = 0, nr_opts;
 
 	switch (type) {
 	case STATUSTYPE_INFO:
-		DMEMIT("%u/%u %u %llu %s -", pt->allocated,
-		       pt->geom.bat_entries, pt->geom.cluster_sectors,
-		       (unsigned long long)pt->image_end,
-		       prl_state_names[pt->state]);
+		DMEMIT("%u/%u %u %llu %s -", READ_ONCE(pm->allocated),
+		       pm->geom.bat_entries, pm->geom.cluster_sectors,
+		       (unsigned long long)READ_ONCE(pm->image_end),
+		       prl_state_names[READ_ONCE(pt->state)]);
 		break;
 	case STATUSTYPE_TABLE:
 		DMEMIT("%s %s", pt->image->name,
@@ -442,19 +765,20 @@ static int prl_iterate_devices(struct dm_target *ti,
 static void prl_io_hints(struct dm_target *ti, struct queue_limits *limits)
 {
 	struct prl_target *pt = ti->private;
-	unsigned int cluster_bytes = pt->geom.cluster_sectors << SECTOR_SHIFT;
 
-	/* Whole-cluster I/O never straddles two image extents. */
-	limits->io_opt = cluster_bytes;
+	/* Whole-cluster writes need no fill. */
+	limits->io_opt = pt->meta.geom.cluster_sectors << SECTOR_SHIFT;
 }
 
 static struct target_type prl_target_type = {
 	.name = "parallels",
-	.version = {0, 1, 0},
+	.version = {0, 2, 0},
 	.module = THIS_MODULE,
 	.ctr = prl_ctr,
 	.dtr = prl_dtr,
 	.map = prl_map,
+	.postsuspend = prl_postsuspend,
+	.resume = prl_resume,
 	.status = prl_status,
 	.iterate_devices = prl_iterate_devices,
 	.io_hints = prl_io_hints,

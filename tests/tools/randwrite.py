@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Apply the same seeded random writes to a device and to a raw reference.
+
+    randwrite.py SEED COUNT CLUSTER_BYTES DEVICE REFERENCE
+
+Writes are 512 B .. 4 MiB, sector aligned: inside one cluster, across
+cluster boundaries, rewrites of earlier places, and at the very end of the
+device (the last, maybe partial, cluster).  Each write has its own byte
+pattern.  The device is opened with O_DIRECT so the target sees the bios
+as issued; the reference is a plain file.
+"""
+import mmap
+import os
+import random
+import sys
+
+seed, count, cluster = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+dev_path, ref_path = sys.argv[4], sys.argv[5]
+rnd = random.Random(seed)
+
+dev = os.open(dev_path, os.O_WRONLY | os.O_DIRECT)
+ref = os.open(ref_path, os.O_WRONLY)
+size = os.lseek(dev, 0, os.SEEK_END)
+sectors = size // 512
+done = []
+
+for i in range(count):
+    kind = rnd.choice(['sub', 'cross', 'rewrite', 'tail', 'any'])
+    if kind == 'sub':
+        n = rnd.randint(1, max(1, min(cluster // 512, 8192) - 1))
+        c = rnd.randrange(0, max(1, size // cluster))
+        start = c * cluster // 512 + rnd.randrange(0, max(1, cluster // 512 - n + 1))
+    elif kind == 'cross' and size > cluster:
+        n = rnd.randint(2, 8192)
+        b = rnd.randrange(1, max(2, size // cluster)) * cluster // 512
+        start = b - rnd.randint(1, min(n - 1, b))
+    elif kind == 'rewrite' and done:
+        start, n = rnd.choice(done)
+        n = max(1, n // rnd.randint(1, 3))
+    elif kind == 'tail':
+        n = rnd.randint(1, 64)
+        start = sectors - n
+    else:
+        n = rnd.randint(1, 8192)
+        start = rnd.randrange(0, sectors)
+    start = max(0, min(start, sectors - 1))
+    n = max(1, min(n, sectors - start, 8192))
+    buf = mmap.mmap(-1, n * 512)          # page aligned, as O_DIRECT wants
+    pat = bytes([(i * 37 + 11) & 0xff, (seed + i) & 0xff]) * 256
+    for off in range(0, n * 512, 512):
+        buf[off:off + 512] = pat
+    os.pwrite(dev, buf, start * 512)
+    os.pwrite(ref, buf, start * 512)
+    done.append((start, n))
+
+os.fsync(dev)
+os.fsync(ref)
+print('%d writes, %d sectors' % (count, sum(n for _, n in done)))
