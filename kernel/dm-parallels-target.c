@@ -66,6 +66,7 @@ struct prl_alloc {
 	struct bio_list waiting;	/* later writes to the same cluster */
 	atomic_t jobs;			/* fill jobs in flight */
 	bool failed;
+	bool zero_only;			/* a discard or write-zeroes of it all */
 };
 
 /* Per-bio data: a whole-cluster write is hooked to learn when it landed. */
@@ -189,7 +190,7 @@ static int prl_init_writer(struct prl_target *pt)
 	int r;
 
 	if (g->in_use == PRL_IN_USE_OPEN && !pt->ignore_in_use) {
-		ti->error = "Image in use or not closed cleanly: run prldisk check --repair, or pass ignore_in_use";
+		ti->error = "Image in use or not closed cleanly (see ignore_in_use)";
 		return -EBUSY;
 	}
 	if (g->ext_off) {
@@ -222,6 +223,11 @@ static int prl_init_writer(struct prl_target *pt)
 	bio_list_init(&pt->commit_wait);
 	hash_init(pt->allocs);
 
+	if (!pt->no_discard) {
+		ti->num_discard_bios = 1;
+		ti->discards_supported = true;
+	}
+	ti->num_write_zeroes_bios = 1;
 	ti->per_io_data_size = sizeof(struct prl_bio);
 	ti->accounts_remapped_io = true;
 	pt->writable = true;
@@ -380,6 +386,12 @@ static void prl_defer(struct prl_target *pt, struct bio *bio)
 	queue_work(pt->wq, &pt->worker);
 }
 
+static bool prl_is_zeroing(struct bio *bio)
+{
+	return bio_op(bio) == REQ_OP_DISCARD ||
+	       bio_op(bio) == REQ_OP_WRITE_ZEROES;
+}
+
 static bool prl_needs_commit(struct prl_target *pt, struct bio *bio)
 {
 	return (bio->bi_opf & (REQ_PREFLUSH | REQ_FUA)) &&
@@ -414,8 +426,18 @@ static int prl_map(struct dm_target *ti, struct bio *bio)
 		return DM_MAPIO_REMAPPED;
 	}
 
-	if (unlikely(bio_op(bio) != REQ_OP_WRITE || !pt->writable ||
-		     READ_ONCE(pt->state) == PRL_STATE_ERROR))
+	if (unlikely(!pt->writable || READ_ONCE(pt->state) == PRL_STATE_ERROR))
+		return DM_MAPIO_KILL;
+	if (prl_is_zeroing(bio)) {
+		/* One cluster at a time; dm sends the rest again. */
+		u32 left = pt->meta.geom.cluster_sectors - offset;
+
+		if (bio_sectors(bio) > left)
+			dm_accept_partial_bio(bio, left);
+		prl_defer(pt, bio);
+		return DM_MAPIO_SUBMITTED;
+	}
+	if (unlikely(bio_op(bio) != REQ_OP_WRITE))
 		return DM_MAPIO_KILL;
 	/* Allocation, the first write and commits are the worker's. */
 	if (!entry || !smp_load_acquire(&pt->open) ||
@@ -441,9 +463,10 @@ static struct prl_alloc *prl_find_alloc(struct prl_target *pt,
 
 /*
  * The new cluster holds its data (fill or whole write): point the BAT at it
- * and send the writes that waited back to the worker.  Any context.
+ * and send the writes that waited back to the worker.  Bios to complete now
+ * go to @finish, with their status set.  Any context.
  */
-static void prl_alloc_done(struct prl_alloc *a, struct bio_list *failed)
+static void prl_alloc_done(struct prl_alloc *a, struct bio_list *finish)
 {
 	struct prl_target *pt = a->pt;
 	unsigned long flags;
@@ -456,7 +479,9 @@ static void prl_alloc_done(struct prl_alloc *a, struct bio_list *failed)
 	bio_list_merge(&pt->deferred, &a->waiting);
 	if (a->bio) {
 		if (a->failed)
-			bio_list_add(failed, a->bio);
+			a->bio->bi_status = BLK_STS_IOERR;
+		if (a->failed || a->zero_only)
+			bio_list_add(finish, a->bio);
 		else
 			bio_list_add(&pt->deferred, a->bio);
 	}
@@ -468,7 +493,7 @@ static void prl_alloc_done(struct prl_alloc *a, struct bio_list *failed)
 static void prl_fill_done(int read_err, unsigned long write_err, void *context)
 {
 	struct prl_alloc *a = context;
-	struct bio_list failed = BIO_EMPTY_LIST;
+	struct bio_list finish = BIO_EMPTY_LIST;
 	struct bio *bio;
 
 	if (read_err || write_err)
@@ -478,9 +503,9 @@ static void prl_fill_done(int read_err, unsigned long write_err, void *context)
 	if (a->failed)
 		DMERR_LIMIT("Cannot fill a new cluster at sector %llu",
 			    (unsigned long long)a->sector);
-	prl_alloc_done(a, &failed);
-	while ((bio = bio_list_pop(&failed)))
-		bio_io_error(bio);
+	prl_alloc_done(a, &finish);
+	while ((bio = bio_list_pop(&finish)))
+		bio_endio(bio);
 }
 
 /* A write that covered its whole new cluster has landed. */
@@ -514,7 +539,7 @@ static void prl_fill(struct prl_target *pt, struct prl_alloc *a)
 	sector_t vstart = a->cluster * cs, copy = 0;
 	struct dm_io_region from, to;
 
-	if (pt->lower && vstart < pt->lower_sectors)
+	if (pt->lower && vstart < pt->lower_sectors && !a->zero_only)
 		copy = min(cs, pt->lower_sectors - vstart);
 	atomic_set(&a->jobs, (copy > 0) + (copy < cs));
 
@@ -559,12 +584,15 @@ static void prl_allocate(struct prl_target *pt, struct bio *bio,
 	a->cluster = cluster;
 	a->sector = sector;
 	a->failed = false;
+	a->zero_only = prl_is_zeroing(bio) && !offset &&
+		       bio_sectors(bio) == pt->meta.geom.cluster_sectors;
 	bio_list_init(&a->waiting);
 	spin_lock_irq(&pt->lock);
 	hash_add(pt->allocs, &a->node, cluster);
 	spin_unlock_irq(&pt->lock);
 
-	if (!offset && bio_sectors(bio) == pt->meta.geom.cluster_sectors) {
+	if (!offset && bio_sectors(bio) == pt->meta.geom.cluster_sectors &&
+	    !prl_is_zeroing(bio)) {
 		/* The write is the whole cluster: no fill, and no read. */
 		a->bio = NULL;
 		pb->alloc = a;
@@ -576,6 +604,53 @@ static void prl_allocate(struct prl_target *pt, struct bio *bio,
 	}
 	a->bio = bio;
 	prl_fill(pt, a);
+}
+
+static void prl_zero_done(int read_err, unsigned long write_err, void *context)
+{
+	struct bio *bio = context;
+
+	if (read_err || write_err)
+		bio->bi_status = BLK_STS_IOERR;
+	bio_endio(bio);
+}
+
+/*
+ * Worker: discard or write-zeroes of part or all of one cluster.  Afterwards
+ * the range reads as zeros: a whole cluster with nothing below it is
+ * unmapped (and its space punched out of the image where the device can),
+ * other ranges are zeroed in place, allocating the cluster first if the
+ * lower device would otherwise show through.
+ */
+static void prl_zero_range(struct prl_target *pt, struct bio *bio,
+			   sector_t cluster, u32 offset, u32 entry)
+{
+	const struct prl_geom *g = &pt->meta.geom;
+	sector_t cs = g->cluster_sectors, sector;
+	bool below = pt->lower && cluster * cs < pt->lower_sectors;
+	struct dm_io_region to;
+
+	if (!entry) {
+		if (below)
+			prl_allocate(pt, bio, cluster, offset);
+		else
+			bio_endio(bio);		/* reads as zeros already */
+		return;
+	}
+	sector = prl_entry_sector(g, entry);
+	if (!offset && bio_sectors(bio) == cs && !below) {
+		/* Clusters are never reused, so the old one is simply gone. */
+		prl_meta_set_entry(&pt->meta, cluster, 0);
+		if (bdev_max_discard_sectors(pt->image->bdev))
+			blkdev_issue_discard(pt->image->bdev, sector, cs,
+					     GFP_NOIO);
+		bio_endio(bio);
+		return;
+	}
+	to.bdev = pt->image->bdev;
+	to.sector = sector + offset;
+	to.count = bio_sectors(bio);
+	dm_kcopyd_zero(pt->kc, 1, &to, 0, prl_zero_done, bio);
 }
 
 /* Worker: one deferred write.  Returns true if it must wait for a commit. */
@@ -596,6 +671,10 @@ static bool prl_handle_write(struct prl_target *pt, struct bio *bio)
 	if (a)
 		return false;
 
+	if (prl_is_zeroing(bio)) {
+		prl_zero_range(pt, bio, cluster, offset, entry);
+		return false;
+	}
 	if (!entry) {
 		prl_allocate(pt, bio, cluster, offset);
 		return false;
@@ -640,7 +719,7 @@ static void prl_worker(struct work_struct *ws)
 		r = prl_meta_set_in_use(&pt->meta, true);
 		if (r)
 			prl_set_error(pt);
-		else
+		else	/* pairs with smp_load_acquire() in prl_map() */
 			smp_store_release(&pt->open, true);
 	}
 
@@ -701,7 +780,7 @@ static void prl_postsuspend(struct dm_target *ti)
 		return;
 	}
 	/* The next write after a resume opens the image again. */
-	smp_store_release(&pt->open, false);
+	WRITE_ONCE(pt->open, false);
 }
 
 static void prl_resume(struct dm_target *ti)
@@ -766,8 +845,17 @@ static void prl_io_hints(struct dm_target *ti, struct queue_limits *limits)
 {
 	struct prl_target *pt = ti->private;
 
+	unsigned int cs = pt->meta.geom.cluster_sectors;
+
 	/* Whole-cluster writes need no fill. */
-	limits->io_opt = pt->meta.geom.cluster_sectors << SECTOR_SHIFT;
+	limits->io_opt = cs << SECTOR_SHIFT;
+	if (pt->writable && !pt->no_discard) {
+		/* Whole clusters are what a discard can give back. */
+		limits->discard_granularity = cs << SECTOR_SHIFT;
+		limits->max_hw_discard_sectors = min(cs * 64ULL,
+						     (u64)UINT_MAX >> SECTOR_SHIFT);
+		limits->max_discard_sectors = limits->max_hw_discard_sectors;
+	}
 }
 
 static struct target_type prl_target_type = {

@@ -1,21 +1,30 @@
 #!/usr/bin/env python3
 """Apply the same seeded random writes to a device and to a raw reference.
 
-    randwrite.py SEED COUNT CLUSTER_BYTES DEVICE REFERENCE
+    randwrite.py [--zeroing] SEED COUNT CLUSTER_BYTES DEVICE REFERENCE
 
 Writes are 512 B .. 4 MiB, sector aligned: inside one cluster, across
 cluster boundaries, rewrites of earlier places, and at the very end of the
 device (the last, maybe partial, cluster).  Each write has its own byte
 pattern.  The device is opened with O_DIRECT so the target sees the bios
-as issued; the reference is a plain file.
+as issued; the reference is a plain file.  With --zeroing, a third of the
+operations are discards (BLKDISCARD) or write-zeroes (BLKZEROOUT) instead,
+which must read back as zeros.
 """
+import fcntl
 import mmap
 import os
 import random
+import struct
 import sys
 
-seed, count, cluster = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-dev_path, ref_path = sys.argv[4], sys.argv[5]
+BLKDISCARD, BLKZEROOUT = 0x1277, 0x127f
+args = sys.argv[1:]
+zeroing = args[0] == '--zeroing'
+if zeroing:
+    args = args[1:]
+seed, count, cluster = int(args[0]), int(args[1]), int(args[2])
+dev_path, ref_path = args[3], args[4]
 rnd = random.Random(seed)
 
 dev = os.open(dev_path, os.O_WRONLY | os.O_DIRECT)
@@ -45,6 +54,12 @@ for i in range(count):
         start = rnd.randrange(0, sectors)
     start = max(0, min(start, sectors - 1))
     n = max(1, min(n, sectors - start, 8192))
+    if zeroing and rnd.random() < 0.33:
+        op = rnd.choice([BLKDISCARD, BLKZEROOUT])
+        fcntl.ioctl(dev, op, struct.pack('QQ', start * 512, n * 512))
+        os.pwrite(ref, bytes(n * 512), start * 512)
+        done.append((start, n))
+        continue
     buf = mmap.mmap(-1, n * 512)          # page aligned, as O_DIRECT wants
     pat = bytes([(i * 37 + 11) & 0xff, (seed + i) & 0xff]) * 256
     for off in range(0, n * 512, 512):
