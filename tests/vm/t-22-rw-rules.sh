@@ -1,0 +1,100 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The rules of a writable table: the in-use flag (set before the first write,
+# closed on removal, an in-use image refused unless ignore_in_use, a table
+# that only reads writes nothing), ENOSPC when the image device is full
+# (that write fails, nothing else is lost), and concurrent writes to one
+# missing cluster allocating it once.
+# vm-timeout: 300
+set -eu
+. "$SRC/tests/vm/lib.sh"
+
+in_use() { od -An -tx4 -j44 -N4 "$1" | tr -d ' '; }
+alloc() { dmsetup status "$1" | awk '{ split($4, a, "/"); print a[1] }'; }
+
+# A rw table that is only read writes nothing, not even the in-use flag.
+qemu-img create -q -f parallels -o cluster_size=64k a.hds 16M
+qemu-io -f parallels -c "write -P 7 0 1M" a.hds >/dev/null
+truncate -s 32M a.hds
+sum=$(sha256sum < a.hds)
+l=$(loop_rw a.hds)
+dm_create u "0 32768 parallels $l -"
+cat /dev/mapper/u > /dev/null
+dm_remove u
+expect_eq "$(sha256sum < a.hds)" "$sum" "image after a read-only use of a rw table"
+
+# The first write sets in_use (on disk, before the data); removal closes it.
+dm_create u "0 32768 parallels $l -"
+expect_eq "$(in_use a.hds)" 00000000 "in_use before the first write"
+dd if=/dev/urandom of=/dev/mapper/u bs=4k count=1 seek=3 oflag=direct status=none
+expect_eq "$(in_use a.hds)" 746f6e59 "in_use after the first write"
+dm_remove u
+expect_eq "$(in_use a.hds)" 312e3276 "in_use after removal"
+
+# Suspend closes the image too; the next write opens it again.
+dm_create u "0 32768 parallels $l -"
+dd if=/dev/urandom of=/dev/mapper/u bs=4k count=1 seek=5 oflag=direct status=none
+dmsetup suspend u
+expect_eq "$(in_use a.hds)" 312e3276 "in_use while suspended"
+dmsetup resume u
+dd if=/dev/urandom of=/dev/mapper/u bs=4k count=1 seek=7 oflag=direct status=none
+expect_eq "$(in_use a.hds)" 746f6e59 "in_use after a write that followed resume"
+
+# An image left in use (a crash): rw refused, ignore_in_use or ro accepted.
+cp a.hds crashed.hds
+dm_remove u
+expect_eq "$(in_use crashed.hds)" 746f6e59 "the copy is in use"
+lc=$(loop_rw crashed.hds)
+dmesg_mark
+expect_fail dmsetup create c --table "0 32768 parallels $lc -"
+dmesg_since_mark | grep -qF "Image in use or not closed cleanly (see ignore_in_use)" ||
+	fail "no in-use message"
+dm_create c "0 32768 parallels $lc - 1 ignore_in_use"
+expect_eq "$(dmsetup table c | cut -d' ' -f6-)" "1 ignore_in_use" "table of ignore_in_use"
+dd if=/dev/urandom of=/dev/mapper/c bs=4k count=1 seek=9 oflag=direct status=none
+dm_remove c
+expect_eq "$(in_use crashed.hds)" 312e3276 "closed after ignore_in_use"
+python3 "$SRC/tests/tools/patch-image.py" crashed.hds in_use=0x746f6e59
+dm_create c "0 32768 parallels $lc -" --readonly
+expect_eq "$(dmsetup status c | awk '{ print $7 }')" needs_check "state of a ro table of an in-use image"
+dm_remove c
+losetup -d "$lc"
+
+# ENOSPC: no room for another cluster.  That write fails; others go on.
+qemu-img create -q -f parallels -o cluster_size=64k full.hds 16M
+qemu-io -f parallels -c "write -P 1 0 128k" full.hds >/dev/null
+size=$(stat -c %s full.hds)
+truncate -s $((size + 65536)) full.hds		# room for exactly one more
+lf=$(loop_rw full.hds)
+dm_create f "0 32768 parallels $lf -"
+dd if=/dev/urandom of=/dev/mapper/f bs=64k count=1 seek=5 oflag=direct status=none
+dmesg_mark
+expect_fail dd if=/dev/urandom of=/dev/mapper/f bs=64k count=1 seek=9 oflag=direct status=none
+dmesg_since_mark | grep -qF "image device full, write refused" || fail "no ENOSPC message"
+dd if=/dev/urandom of=/dev/mapper/f bs=4k count=4 seek=2 oflag=direct status=none	# allocated: fine
+expect_eq "$(alloc f)" 3 "allocated after ENOSPC"
+expect_eq "$(dmsetup status f | awk '{ print $7 }')" rw "state after ENOSPC"
+dm_remove f
+qemu-img check -q -f parallels full.hds || fail "qemu-img check after ENOSPC"
+
+# Concurrent writes to one missing cluster allocate it once.
+qemu-img create -q -f parallels -o cluster_size=1M con.hds 16M
+truncate -s 64M con.hds
+lo=$(loop_rw con.hds)
+dm_create k "0 32768 parallels $lo -"
+for i in $(seq 0 15); do
+	dd if=/dev/zero bs=4k count=1 status=none | tr '\0' "\\$(printf '%03o' $((65 + i)))" |
+		dd of=/dev/mapper/k bs=4k seek=$((256 + i * 16)) oflag=direct status=none &
+done
+wait
+expect_eq "$(alloc k)" 1 "allocations for 16 concurrent writes to one cluster"
+for i in $(seq 0 15); do
+	got=$(dd if=/dev/mapper/k bs=4k skip=$((256 + i * 16)) count=1 status=none | tr -d "\\$(printf '%03o' $((65 + i)))" | wc -c)
+	expect_eq "$got" 0 "block $i"
+done
+end=$(dmsetup status k | awk '{ print $6 }')
+dm_remove k
+losetup -d "$lo"
+truncate -s $((end * 512)) con.hds
+qemu-img check -q -f parallels con.hds || fail "qemu-img check after concurrent writes"
