@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Crash-consistency check of a parallels table with dm-log-writes.
+
+    crashtest.py workload DEV LOGDEV OPS SEED STEPS CLUSTER
+        Seeded steps of random O_DIRECT writes to DEV, each ended by fsync
+        (a flush) and a dm-log-writes mark "step-K" on LOGDEV.  The writes
+        are saved to OPS (JSON).
+
+    crashtest.py check LOG IMAGE LOWER OPS SECTORS
+        Replay the dm-log-writes LOG onto a copy of IMAGE (the image before
+        the workload) up to every FLUSH, FUA and mark entry, and at each
+        point check the crashed image: structurally sound (qemu-img check
+        after clearing in_use, as a repair would; leaks allowed; our own
+        map check), and its content through a read-only parallels table
+        (over LOWER, or "-") holds every write of every step whose fsync
+        had returned, and for every other sector either its old value or a
+        value a write of the next step put there.
+
+The log format is the one drivers/md/dm-log-writes.c documents: a super
+block in sector 0, then entries, each a header sector followed by its data
+sectors (none for flushes, discards and marks).
+"""
+import json
+import mmap
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+
+FLUSH, FUA, DISCARD, MARK = 1, 2, 4, 8
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+
+
+def pattern(step, i):
+    return bytes([(step * 7 + i * 13 + 1) & 0xff, 0xa0 | (i & 0xf)]) * 256
+
+
+def workload(dev_path, logdev, ops_path, seed, steps, cluster):
+    rnd = random.Random(seed)
+    fd = os.open(dev_path, os.O_WRONLY | os.O_DIRECT)
+    sectors = os.lseek(fd, 0, os.SEEK_END) // 512
+    ops = []
+    for step in range(steps):
+        writes = []
+        for i in range(rnd.randint(1, 6)):
+            n = rnd.choice([1, 8, 64, rnd.randint(1, 512), cluster // 512])
+            start = rnd.randrange(0, sectors - n)
+            buf = mmap.mmap(-1, n * 512)
+            pat = pattern(step, i)
+            for off in range(0, n * 512, 512):
+                buf[off:off + 512] = pat
+            os.pwrite(fd, buf, start * 512)
+            writes.append([start, n, step, i])
+        os.fsync(fd)
+        subprocess.run(['dmsetup', 'message', logdev, '0', 'mark', 'step-%d' % step],
+                       check=True)
+        ops.append(writes)
+    os.close(fd)
+    json.dump(ops, open(ops_path, 'w'))
+
+
+def entries(log_path):
+    with open(log_path, 'rb') as f:
+        magic, version, nr, secsize = struct.unpack('<QQQI', f.read(28))
+        if magic != 0x6a736677736872 or version != 1:
+            sys.exit('not a dm-log-writes log')
+        pos = secsize
+        for idx in range(nr):
+            f.seek(pos)
+            hdr = f.read(secsize)
+            sector, nsec, flags, dlen = struct.unpack_from('<QQQQ', hdr)
+            mark = hdr[32:32 + dlen].decode() if flags & MARK else None
+            data_pos = pos + secsize
+            has_data = not flags & (DISCARD | MARK) and nsec
+            pos = data_pos + (nsec * secsize if has_data else 0)
+            yield idx, sector * secsize // 512, nsec * secsize // 512, flags, mark, \
+                data_pos if has_data else None
+
+
+def check_point(img, lower, ops, sectors, done, label):
+    """done: number of steps whose fsync returned before this point."""
+    pt = 'point.hds'
+    shutil.copyfile(img, pt)
+    subprocess.run([sys.executable, os.path.join(TOOLS, 'check-image.py'), pt], check=True)
+    rep = 'point-repaired.hds'
+    shutil.copyfile(pt, rep)
+    with open(rep, 'r+b') as f:           # what a repair of in_use does
+        f.seek(44)
+        f.write(struct.pack('<I', 0x312e3276))
+    rc = subprocess.run(['qemu-img', 'check', '-q', '-f', 'parallels', rep],
+                        capture_output=True).returncode
+    if rc not in (0, 3):
+        sys.exit('%s: qemu-img check exit %d' % (label, rc))
+
+    loop = subprocess.run(['losetup', '-r', '-f', '--show', pt], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    lower_dev = '-'
+    lloop = None
+    if lower != '-':
+        lloop = lower_dev = subprocess.run(['losetup', '-r', '-f', '--show', lower], check=True,
+                                           capture_output=True, text=True).stdout.strip()
+    try:
+        subprocess.run(['dmsetup', 'create', '--readonly', 'crashpt', '--table',
+                        '0 %d parallels %s %s' % (sectors, loop, lower_dev)], check=True)
+        data = open('/dev/mapper/crashpt', 'rb').read()
+    finally:
+        subprocess.run(['dmsetup', 'remove', 'crashpt'])
+        subprocess.run(['losetup', '-d', loop])
+        if lloop:
+            subprocess.run(['losetup', '-d', lloop])
+
+    # Expected: the lower device (or zeros), then every completed step.
+    want = bytearray(sectors * 512)
+    if lower != '-':
+        base = open(lower, 'rb').read()[:sectors * 512]
+        want[:len(base)] = base
+    for step in ops[:done]:
+        for start, n, s, i in step:
+            want[start * 512:(start + n) * 512] = pattern(s, i) * n
+    nxt = {}
+    if done < len(ops):
+        for start, n, s, i in ops[done]:
+            for sec in range(start, start + n):
+                nxt.setdefault(sec, set()).add(pattern(s, i))
+    bad = 0
+    for sec in range(sectors):
+        got = data[sec * 512:(sec + 1) * 512]
+        if got != want[sec * 512:(sec + 1) * 512] and got not in nxt.get(sec, ()):
+            bad += 1
+            if bad <= 3:
+                print('# %s: sector %d holds neither its flushed nor a newer value' % (label, sec))
+    if bad:
+        sys.exit('%s: %d sectors wrong' % (label, bad))
+
+
+def check(log_path, image, lower, ops_path, sectors):
+    ops = json.load(open(ops_path))
+    work = 'work.hds'
+    shutil.copyfile(image, work)
+    done = points = 0
+    with open(log_path, 'rb') as log, open(work, 'r+b') as w:
+        for idx, sector, nsec, flags, mark, data_pos in entries(log_path):
+            if data_pos is not None:
+                log.seek(data_pos)
+                w.seek(sector * 512)
+                w.write(log.read(nsec * 512))
+            elif flags & DISCARD:
+                w.seek(sector * 512)
+                w.write(bytes(nsec * 512))
+            if mark and mark.startswith('step-'):
+                done = int(mark[5:]) + 1
+            if flags & (FLUSH | FUA | MARK):
+                w.flush()
+                check_point(work, lower, ops, sectors, done, 'entry %d (%s)' % (
+                    idx, mark or ('flush' if flags & FLUSH else 'fua')))
+                points += 1
+    if done != len(ops):
+        sys.exit('only %d of %d step marks found in the log' % (done, len(ops)))
+    print('# %d crash points checked, %d steps' % (points, done))
+
+
+if sys.argv[1] == 'workload':
+    workload(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]),
+             int(sys.argv[7]))
+else:
+    check(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))
