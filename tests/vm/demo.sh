@@ -1,7 +1,8 @@
 #!/bin/bash
-# The demo (make demo, tests/demo.sh), run inside the VM: a real Parallels disk made by Debian's ploop,
-# with an ext4 filesystem and one snapshot, activated as a chain of
-# `parallels` tables and used.  Prints what it does as it goes.
+# The demo (make demo, tests/demo.sh), run inside the VM: a real Parallels
+# disk made by Debian's ploop, with an ext4 filesystem and one snapshot,
+# activated as a chain of `parallels` tables, read, then written through
+# the top, and read back by QEMU.  Prints what it does as it goes.
 set -euo pipefail
 . "$SRC/tests/vm/lib.sh"
 
@@ -69,5 +70,34 @@ umount "$T/mnt"
 
 say "Deactivate top-down; the images are untouched"
 dm_remove_all
+losetup -d "$ltop"
 sha256sum -c --quiet "$T/sums.before" && echo "image files unchanged (sha256)"
+
+say "Write: activate the top delta read-write over the read-only base"
+truncate -s 256M "$top"		# room for the loop device to grow into
+ltop=$(loop_rw "$top")
+dm_create demo-root "0 $size parallels $lroot -" --readonly
+dm_create demo "0 $size parallels $ltop /dev/mapper/demo-root"
+mount /dev/mapper/demo "$T/mnt"
+echo "version 3: written through dm-parallels" > "$T/mnt/hello.txt"
+cp "$T/mnt/numbers.txt" "$T/mnt/numbers-copy.txt"
+umount "$T/mnt"
+e2fsck -fn /dev/mapper/demo >/dev/null && echo "e2fsck: clean"
+echo "status: $(dmsetup status demo)"
+end=$(dmsetup status demo | awk '{ print $6 }')
+dm_remove_all
+losetup -d "$ltop"
+truncate -s $((end * 512)) "$top"
+echo "top delta truncated to $((end * 512)) bytes"
+qemu-img check -f parallels "$top"
+sha256sum -c --quiet <(grep 'root.hds$' "$T/sums.before") && echo "base image unchanged (sha256)"
+
+say "QEMU reads what we wrote"
+qemu-img convert --image-opts -O raw \
+	"driver=parallels,file.filename=$top,backing.driver=parallels,backing.file.filename=$W/root.hds" \
+	"$T/fs3.raw"
+e2fsck -fn "$T/fs3.raw" >/dev/null && echo "e2fsck of QEMU's view: clean"
+debugfs -R "cat hello.txt" "$T/fs3.raw" 2>/dev/null
+got=$(debugfs -R "cat hello.txt" "$T/fs3.raw" 2>/dev/null)
+[ "$got" = "version 3: written through dm-parallels" ] || fail "QEMU does not see the write"
 say "Demo finished"
