@@ -37,5 +37,9 @@ run() {
 }
 
 head -c $((12 << 20)) /dev/urandom > lower.raw
-run crash-lower 65536 10 lower.raw
-run crash-zero 1048576 10
+if [ "${1-}" = long ]; then	# t-long-crash
+	run crash-lower 65536 25 lower.raw
+	run crash-zero 1048576 25
+else
+	run crash-lower 65536 6 lower.raw
+fi
