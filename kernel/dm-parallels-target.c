@@ -802,10 +802,12 @@ static void prl_status(struct dm_target *ti, status_type_t type,
 
 	switch (type) {
 	case STATUSTYPE_INFO:
-		DMEMIT("%u/%u %u %llu %s -", READ_ONCE(pm->allocated),
+		/* DESIGN's fixed fields, then what this version adds. */
+		DMEMIT("%u/%u %u %llu %s - %llu", READ_ONCE(pm->allocated),
 		       pm->geom.bat_entries, pm->geom.cluster_sectors,
 		       (unsigned long long)READ_ONCE(pm->image_end),
-		       prl_state_names[READ_ONCE(pt->state)]);
+		       prl_state_names[READ_ONCE(pt->state)],
+		       READ_ONCE(pt->nospc));
 		break;
 	case STATUSTYPE_TABLE:
 		DMEMIT("%s %s", pt->image->name,

@@ -24,7 +24,6 @@ import json
 import mmap
 import os
 import random
-import shutil
 import struct
 import subprocess
 import sys
@@ -82,17 +81,8 @@ def entries(log_path):
 def check_point(img, lower, ops, sectors, done, label):
     """done: number of steps whose fsync returned before this point."""
     pt = 'point.hds'
-    shutil.copyfile(img, pt)
+    subprocess.run(['cp', '--sparse=always', img, pt], check=True)
     subprocess.run([sys.executable, os.path.join(TOOLS, 'check-image.py'), pt], check=True)
-    rep = 'point-repaired.hds'
-    shutil.copyfile(pt, rep)
-    with open(rep, 'r+b') as f:           # what a repair of in_use does
-        f.seek(44)
-        f.write(struct.pack('<I', 0x312e3276))
-    rc = subprocess.run(['qemu-img', 'check', '-q', '-f', 'parallels', rep],
-                        capture_output=True).returncode
-    if rc not in (0, 3):
-        sys.exit('%s: qemu-img check exit %d' % (label, rc))
 
     loop = subprocess.run(['losetup', '-r', '-f', '--show', pt], check=True,
                           capture_output=True, text=True).stdout.strip()
@@ -110,6 +100,14 @@ def check_point(img, lower, ops, sectors, done, label):
         subprocess.run(['losetup', '-d', loop])
         if lloop:
             subprocess.run(['losetup', '-d', lloop])
+
+    with open(pt, 'r+b') as f:            # what a repair of in_use does
+        f.seek(44)
+        f.write(struct.pack('<I', 0x312e3276))
+    rc = subprocess.run(['qemu-img', 'check', '-q', '-f', 'parallels', pt],
+                        capture_output=True).returncode
+    if rc not in (0, 3):
+        sys.exit('%s: qemu-img check exit %d' % (label, rc))
 
     # Expected: the lower device (or zeros), then every completed step.
     want = bytearray(sectors * 512)
@@ -138,7 +136,7 @@ def check_point(img, lower, ops, sectors, done, label):
 def check(log_path, image, lower, ops_path, sectors):
     ops = json.load(open(ops_path))
     work = 'work.hds'
-    shutil.copyfile(image, work)
+    subprocess.run(['cp', '--sparse=always', image, work], check=True)
     done = points = 0
     with open(log_path, 'rb') as log, open(work, 'r+b') as w:
         for idx, sector, nsec, flags, mark, data_pos in entries(log_path):

@@ -29,7 +29,7 @@ check() {
 		fail "$name: half-length table differs"
 	st=$(dmsetup status "$name")
 	set -- $st
-	expect_eq "$3 $7 $8" "parallels ro -" "$name: status '$st'"
+	expect_eq "$3 $7 $8 $9" "parallels ro - 0" "$name: status '$st'"
 	expect_eq "$(dmsetup table "$name")" "0 $sectors parallels $(cat /sys/block/${l#/dev/}/dev) -" "$name: table"
 	dm_remove "$name-half"
 	dm_remove "$name"

@@ -75,6 +75,7 @@ dmesg_since_mark | grep -qF "image device full, write refused" || fail "no ENOSP
 dd if=/dev/urandom of=/dev/mapper/f bs=4k count=4 seek=2 oflag=direct status=none	# allocated: fine
 expect_eq "$(alloc f)" 3 "allocated after ENOSPC"
 expect_eq "$(dmsetup status f | awk '{ print $7 }')" rw "state after ENOSPC"
+expect_eq "$(dmsetup status f | awk '{ print $9 }')" 1 "writes refused for space, in status"
 dm_remove f
 qemu-img check -q -f parallels full.hds || fail "qemu-img check after ENOSPC"
 
