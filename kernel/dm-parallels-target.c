@@ -291,7 +291,9 @@ static int prl_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		goto bad;
 	}
 
-	r = prl_meta_load(&pt->meta, pt->image->bdev, pt->io, &ti->error);
+	r = prl_meta_load(&pt->meta, pt->image->bdev, pt->io,
+			  dm_table_get_mode(ti->table) & PRL_MODE_WRITE,
+			  &ti->error);
 	if (r)
 		goto bad;
 	g = &pt->meta.geom;
@@ -792,6 +794,38 @@ static void prl_resume(struct dm_target *ti)
 				   msecs_to_jiffies(pt->commit_interval_ms));
 }
 
+/*
+ * "commit": make every change so far durable before the message returns.
+ * The worker takes the request at its next run; flush_work() waits for it.
+ */
+static int prl_message(struct dm_target *ti, unsigned int argc, char **argv,
+		       char *result, unsigned int maxlen)
+{
+	struct prl_target *pt = ti->private;
+
+	if (argc == 1 && !strcasecmp(argv[0], "commit")) {
+		if (!pt->writable) {
+			DMWARN("%s: commit: the table is read-only",
+			       dm_table_device_name(ti->table));
+			return -EINVAL;
+		}
+		spin_lock_irq(&pt->lock);
+		pt->commit_requested = true;
+		spin_unlock_irq(&pt->lock);
+		queue_work(pt->wq, &pt->worker);
+		flush_work(&pt->worker);
+		return READ_ONCE(pt->state) == PRL_STATE_ERROR ? -EIO : 0;
+	}
+	if (argc >= 1 && !strcasecmp(argv[0], "cbt")) {
+		DMWARN("%s: changed block tracking is not supported yet",
+		       dm_table_device_name(ti->table));
+		return -EOPNOTSUPP;
+	}
+	DMWARN("%s: unknown message '%s' (known: commit)",
+	       dm_table_device_name(ti->table), argc ? argv[0] : "");
+	return -EINVAL;
+}
+
 static void prl_status(struct dm_target *ti, status_type_t type,
 		       unsigned int status_flags, char *result,
 		       unsigned int maxlen)
@@ -862,13 +896,14 @@ static void prl_io_hints(struct dm_target *ti, struct queue_limits *limits)
 
 static struct target_type prl_target_type = {
 	.name = "parallels",
-	.version = {0, 2, 0},
+	.version = {0, 3, 0},
 	.module = THIS_MODULE,
 	.ctr = prl_ctr,
 	.dtr = prl_dtr,
 	.map = prl_map,
 	.postsuspend = prl_postsuspend,
 	.resume = prl_resume,
+	.message = prl_message,
 	.status = prl_status,
 	.iterate_devices = prl_iterate_devices,
 	.io_hints = prl_io_hints,

@@ -55,7 +55,7 @@ static void prl_meta_log_bat_error(const struct prl_bat_err *err,
  * wrong; the kernel log also names the BAT entry where there is one.
  */
 int prl_meta_load(struct prl_meta *pm, struct block_device *bdev,
-		  struct dm_io_client *io, char **error)
+		  struct dm_io_client *io, bool writable, char **error)
 {
 	struct prl_geom *g = &pm->geom;
 	unsigned int lbs = bdev_logical_block_size(bdev);
@@ -104,10 +104,14 @@ int prl_meta_load(struct prl_meta *pm, struct block_device *bdev,
 	pm->nr_blocks = meta_sectors / pm->block_sectors;
 	vfree(pm->buf);
 	pm->buf = vmalloc(meta_sectors << SECTOR_SHIFT);
-	pm->commit_buf = vmalloc(meta_sectors << SECTOR_SHIFT);
 	pm->dirty = bitmap_zalloc(pm->nr_blocks, GFP_KERNEL);
-	pm->writing = bitmap_zalloc(pm->nr_blocks, GFP_KERNEL);
-	if (!pm->buf || !pm->commit_buf || !pm->dirty || !pm->writing) {
+	if (writable) {
+		/* Only commits need a second copy of the BAT. */
+		pm->commit_buf = vmalloc(meta_sectors << SECTOR_SHIFT);
+		pm->writing = bitmap_zalloc(pm->nr_blocks, GFP_KERNEL);
+	}
+	if (!pm->buf || !pm->dirty ||
+	    (writable && (!pm->commit_buf || !pm->writing))) {
 		*error = "Cannot allocate memory for the BAT";
 		return -ENOMEM;
 	}

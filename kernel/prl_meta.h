@@ -36,7 +36,7 @@ struct prl_meta {
 
 	void *buf;		/* header + BAT, as on disk */
 	__le32 *bat;		/* points into buf */
-	void *commit_buf;	/* the blocks being written by a commit */
+	void *commit_buf;	/* the blocks being written by a commit (rw only) */
 	unsigned int block_sectors;
 	unsigned int nr_blocks;
 
@@ -50,8 +50,9 @@ struct prl_meta {
 	sector_t image_end;	/* first sector after the last used cluster */
 };
 
+/* @writable: also allocate what prl_meta_commit() needs. */
 int prl_meta_load(struct prl_meta *pm, struct block_device *bdev,
-		  struct dm_io_client *io, char **error);
+		  struct dm_io_client *io, bool writable, char **error);
 void prl_meta_release(struct prl_meta *pm);
 
 static inline u32 prl_meta_entry(struct prl_meta *pm, sector_t cluster)

@@ -5,7 +5,7 @@
 # closed on removal, an in-use image refused unless ignore_in_use, a table
 # that only reads writes nothing), ENOSPC when the image device is full
 # (that write fails, nothing else is lost), and concurrent writes to one
-# missing cluster allocating it once.
+# missing cluster allocating it once.  The commit message.
 # vm-timeout: 300
 set -eu
 . "$SRC/tests/vm/lib.sh"
@@ -40,6 +40,24 @@ expect_eq "$(in_use a.hds)" 312e3276 "in_use while suspended"
 dmsetup resume u
 dd if=/dev/urandom of=/dev/mapper/u bs=4k count=1 seek=7 oflag=direct status=none
 expect_eq "$(in_use a.hds)" 746f6e59 "in_use after a write that followed resume"
+
+# The commit message: a new BAT entry reaches the disk when it returns,
+# not before (no flush was sent and the periodic commit is an hour away).
+# A read-only table refuses it, and unknown messages are refused.
+entry() { od -An -tu4 -j$((64 + 4 * $2)) -N4 "$1" | tr -d ' '; }
+dm_remove u
+dm_create u "0 32768 parallels $l - 1 commit_interval_ms:3600000"
+expect_eq "$(entry a.hds 100)" 0 "BAT entry 100 before the write"
+dd if=/dev/urandom of=/dev/mapper/u bs=4k count=1 seek=1600 oflag=direct status=none
+expect_eq "$(entry a.hds 100)" 0 "BAT entry 100 before the commit message"
+dmsetup message u 0 commit
+[ "$(entry a.hds 100)" != 0 ] || fail "BAT entry 100 still 0 after the commit message"
+expect_fail dmsetup message u 0 frobnicate
+lr=$(loop_ro a.hds)
+dm_create r "0 32768 parallels $lr -" --readonly
+expect_fail dmsetup message r 0 commit
+dm_remove r
+losetup -d "$lr"
 
 # An image left in use (a crash): rw refused, ignore_in_use or ro accepted.
 cp a.hds crashed.hds
