@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Error messages, whole-buffer I/O and atomic file replacement. */
+#define _GNU_SOURCE
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int prl_errf(struct prl_err *err, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+	return errnum > 0 ? -errnum : errnum ? errnum : -EINVAL;
+}
+
+int prl_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;	/* past the end of the file */
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int prl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int prl_fd_size(int fd, uint64_t *bytes)
+{
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return -errno;
+	if (S_ISBLK(st.st_mode))
+		return ioctl(fd, BLKGETSIZE64, bytes) ? -errno : 0;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	*bytes = (uint64_t)st.st_size;
+	return 0;
+}
+
+int prl_fsync_dir_of(const char *path)
+{
+	char *copy = prl_xstrdup(path);
+	int fd, r = 0;
+
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(copy);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd))
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int prl_write_file_atomic(const char *path, const void *data, size_t len,
+			  mode_t mode, struct prl_err *err)
+{
+	char *tmp = prl_xasprintf("%s.tmp.XXXXXX", path);
+	struct stat st;
+	int fd, r;
+
+	if (!stat(path, &st))
+		mode = st.st_mode & 07777;
+	fd = mkstemp(tmp);
+	if (fd < 0) {
+		r = prl_errf(err, errno, "cannot create a temporary file next to %s: %s",
+			     path, strerror(errno));
+		free(tmp);
+		return r;
+	}
+	r = prl_pwrite_full(fd, data, len, 0);
+	if (!r && fchmod(fd, mode))
+		r = -errno;
+	if (!r && fsync(fd))
+		r = -errno;
+	if (close(fd) && !r)
+		r = -errno;
+	if (!r && rename(tmp, path))
+		r = -errno;
+	if (r) {
+		unlink(tmp);
+		r = prl_errf(err, r, "cannot write %s: %s", path, strerror(-r));
+	} else {
+		r = prl_fsync_dir_of(path);
+		if (r)
+			r = prl_errf(err, r, "cannot sync the folder of %s: %s",
+				     path, strerror(-r));
+	}
+	free(tmp);
+	return r;
+}
+
+static void prl_oom(void)
+{
+	fputs("prldisk: out of memory\n", stderr);
+	abort();
+}
+
+void *prl_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (!p)
+		prl_oom();
+	return p;
+}
+
+void *prl_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (!p)
+		prl_oom();
+	return p;
+}
+
+char *prl_xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (!p)
+		prl_oom();
+	return p;
+}
+
+char *prl_xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		prl_oom();
+	return s;
+}
