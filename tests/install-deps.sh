@@ -5,6 +5,12 @@
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null 2>&1 && exec sudo "$0" "$@"
+	echo "install-deps: run this as root (apt-get needs it)" >&2
+	exit 1
+fi
+
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
 	uri=$(awk '/^URIs:/ && $2 !~ /security/ { print $2; exit }' \
 		/etc/apt/sources.list.d/*.sources 2>/dev/null || true)
@@ -27,7 +33,7 @@ apt-get install -y -q --no-install-recommends \
 	linux-headers-amd64 linux-image-amd64 linux-source-6.1 \
 	qemu-system-x86 qemu-utils busybox-static kmod cpio \
 	dmsetup libdevmapper-dev libxml2-dev uuid-dev libssl-dev libjson-c-dev \
-	libcmocka-dev pkg-config ploop e2fsprogs fio xz-utils util-linux
+	libcmocka-dev pkg-config ploop e2fsprogs fio xz-utils util-linux strace
 
 # The 6.12 kernel and headers from bookworm-backports (pahole for BTF).
 apt-get install -y -q --no-install-recommends -t bookworm-backports \
