@@ -3,6 +3,7 @@
 #
 # Every test, as one TAP stream:  tests/run-all.sh [--long] --kver K [--kver K2 ...]
 #   unit            make -C userspace check (its TAP lines, renumbered)
+#   host/<test>     tests/host/run.sh: prldisk offline, against QEMU and ploop
 #   checkpatch      make checkpatch
 #   K/sparse        make sparse KVER=K, for each kernel
 #   K/<test>        tests/vm/run-vm.sh --kver K, for each kernel
@@ -80,6 +81,20 @@ rc=${PIPESTATUS[0]}
 if [ "$rc" -ne 0 ] && [ "$relayed_fail" -eq 0 ]; then
 	tap fail unit "make -C userspace check exited $rc"
 	tail -n 40 "$LOGS/unit.log" | comment
+fi
+
+# prldisk's offline tests on the host, against QEMU and ploop.
+if make -C userspace > "$LOGS/userspace-build.log" 2>&1; then
+	: > "$LOGS/host.log"
+	tests/host/run.sh 2>&1 | relay "" "$LOGS/host.log"
+	rc=${PIPESTATUS[0]}
+	if [ "$rc" -ne 0 ] && [ "$relayed_fail" -eq 0 ]; then
+		tap fail host "tests/host/run.sh exited $rc"
+		tail -n 40 "$LOGS/host.log" | comment
+	fi
+else
+	tap fail "host" "make -C userspace failed"
+	tail -n 40 "$LOGS/userspace-build.log" | comment
 fi
 
 check checkpatch make checkpatch

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * What prldisk's commands share: the parsed command line and the helpers
+ * for messages, descriptors and JSON output (prldisk.c).
+ */
+#ifndef PRL_CLI_H
+#define PRL_CLI_H
+
+#include <json.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "descriptor.h"
+#include "image.h"
+
+/* Exit codes: 0 ok (check: clean), 1 error, 2 corrupt, 3 leaks only, 64 usage. */
+enum { EX_OK = 0, EX_FAIL = 1, EX_CORRUPT = 2, EX_LEAKS = 3, EX_USAGE = 64 };
+
+struct prl_cli {
+	bool json;		/* --json */
+	bool external;		/* --allow-external-paths */
+	bool repair;		/* --repair */
+	bool plain;		/* --plain */
+	bool read_only;		/* --read-only */
+	bool fmt_set;
+	enum prl_format_version fmt;	/* --image-format */
+	uint64_t size;		/* --size, sectors (0: not given) */
+	uint64_t cluster;	/* --cluster-size, sectors */
+	const char *name;	/* --name */
+	const char *snapshot;	/* --snapshot GUID */
+};
+
+extern struct prl_cli cli;
+extern const char *prog;
+
+/* "prldisk: <message>" and the usage on stderr; returns EX_USAGE. */
+int die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "prldisk: <err->msg>" on stderr; returns EX_FAIL. */
+int fail_err(const struct prl_err *err);
+/* The descriptor the user named (a .xml file or a folder), or NULL. */
+char *descriptor_path(const char *arg);
+/* prl_desc_load() with --allow-external-paths; EX_OK or EX_FAIL (printed). */
+int load_desc(const char *path, struct prl_desc **d);
+/* Print @o pretty and drop it. */
+void json_print(json_object *o);
+
+/* activate.c */
+int cmd_activate(int argc, char **argv);
+int cmd_deactivate(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+/*
+ * -EBUSY (with a message naming the dm device, or the loop device) if any
+ * image of @d is attached: a loop device over the file, or a dm device on
+ * a block-device image.  Offline commands that change a disk refuse then.
+ */
+int prl_disk_busy(const struct prl_desc *d, struct prl_err *err);
+/*
+ * Take the disk's lock (flock LOCK_EX|LOCK_NB on DiskDescriptor.xml.lck
+ * beside the descriptor) for the rest of the command: returns the fd, or
+ * -EBUSY when another prldisk holds it (message set), -EROFS for a
+ * read-only folder without a lock file, another -errno otherwise.
+ * prl_disk_unlock() (or exit) drops it.
+ */
+int prl_disk_lock(const struct prl_desc *d, struct prl_err *err);
+void prl_disk_unlock(int fd);
+
+#endif /* PRL_CLI_H */

@@ -1,0 +1,1198 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * prldisk: Parallels / Virtuozzo ("ploop") disks on Linux.
+ *
+ * Offline commands work on a DiskDescriptor.xml (or the folder holding it)
+ * or on a single image file.  Each changes images first and the descriptor
+ * last (atomically), and removes files only after that, so a crash at any
+ * point leaves a disk that opens with every snapshot's data.  See
+ * Documentation/prldisk.rst.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "cli.h"
+
+#define PRLDISK_VERSION "0.3"
+
+const char *prog = "prldisk";
+struct prl_cli cli = { .fmt = PRL_V2, .cluster = 2048 };
+
+static void usage_line(FILE *f)
+{
+	fprintf(f,
+		"usage: prldisk <command> [options] ...\n"
+		"  create DIR --size SIZE [--cluster-size SIZE] [--image-format v1|v2] [--plain]\n"
+		"  info XML|IMAGE [--json]\n"
+		"  check [--repair] XML|IMAGE [--json]\n"
+		"  snapshot XML [--json]\n"
+		"  snapshot-delete XML GUID\n"
+		"  switch XML GUID\n"
+		"  resize XML|IMAGE --size SIZE\n"
+		"  convert XML|IMAGE --image-format v1|v2\n"
+		"XML is a DiskDescriptor.xml or the folder that holds it.  Common options:\n"
+		"  --json  machine-readable output   --allow-external-paths  trust absolute\n"
+		"  or escaping File paths in the descriptor.  See prldisk(8).\n");
+}
+
+int die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	usage_line(stderr);
+	return EX_USAGE;
+}
+
+int fail_err(const struct prl_err *err)
+{
+	fprintf(stderr, "%s: %s\n", prog, err->msg);
+	return EX_FAIL;
+}
+
+/* ---- arguments ---------------------------------------------------------- */
+
+/* "64M", "10G", "4096" (bytes), "8s" (sectors): a size in sectors. */
+static int parse_size(const char *s, uint64_t *sectors, const char *what)
+{
+	static const char units[] = "KMGTP";
+	unsigned long long v;
+	const char *u;
+	char *end;
+	int shift = 0;
+
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		goto bad;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		goto bad;
+	if (*end == 's' && !end[1]) {
+		*sectors = v;
+		return v ? 0 : -EINVAL;
+	}
+	if (*end) {
+		u = strchr(units, *end & ~0x20);
+		if (!u || (end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B")))
+			goto bad;
+		shift = 10 * (int)(u - units + 1);
+	}
+	if (v > (UINT64_MAX >> shift))
+		goto bad;
+	v <<= shift;
+	if (!v || v % 512) {
+		fprintf(stderr, "%s: %s must be a non-zero multiple of 512 bytes: %s\n",
+			prog, what, s);
+		return -EINVAL;
+	}
+	*sectors = v / 512;
+	return 0;
+bad:
+	fprintf(stderr, "%s: bad %s '%s' (use e.g. 64M, 10G, 4096 or 8s)\n",
+		prog, what, s);
+	return -EINVAL;
+}
+
+static int parse_format(const char *s, enum prl_format_version *fmt)
+{
+	if (!strcmp(s, "v1") || !strcmp(s, "1")) {
+		*fmt = PRL_V1;
+		return 0;
+	}
+	if (!strcmp(s, "v2") || !strcmp(s, "2")) {
+		*fmt = PRL_V2;
+		return 0;
+	}
+	fprintf(stderr, "%s: --image-format must be v1 (WithoutFreeSpace) or v2 (WithouFreSpacExt), not '%s'\n",
+		prog, s);
+	return -EINVAL;
+}
+
+/* A human size: "64 MiB". */
+static const char *hsize(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *const u[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	unsigned int i = 0;
+	double v = (double)bytes;
+
+	while (v >= 1024 && i < 5 && (bytes % 1024 == 0 || v >= 10240)) {
+		v /= 1024;
+		bytes /= 1024;
+		i++;
+	}
+	if (v == (double)(uint64_t)v)
+		snprintf(buf, len, "%" PRIu64 " %s", (uint64_t)v, u[i]);
+	else
+		snprintf(buf, len, "%.1f %s", v, u[i]);
+	return buf;
+}
+
+/*
+ * What the user named: a descriptor (the file, or a folder holding one), or
+ * else an image file.
+ */
+char *descriptor_path(const char *arg)
+{
+	struct stat st;
+	size_t n = strlen(arg);
+
+	if (!stat(arg, &st) && S_ISDIR(st.st_mode))
+		return prl_xasprintf("%s/%s", arg, PRL_DESC_NAME);
+	if (n >= 4 && !strcasecmp(arg + n - 4, ".xml"))
+		return prl_xstrdup(arg);
+	return NULL;
+}
+
+int load_desc(const char *path, struct prl_desc **d)
+{
+	struct prl_err err;
+
+	if (prl_desc_load(path, cli.external ? PRL_DESC_ALLOW_EXTERNAL : 0, d, &err))
+		return fail_err(&err);
+	return EX_OK;
+}
+
+/* ---- progress ----------------------------------------------------------- */
+
+struct progress {
+	const char *what;
+	int last;
+};
+
+/* A line that rewrites itself, only when someone is watching. */
+static void progress_cb(void *ctx, uint64_t done, uint64_t total)
+{
+	struct progress *p = ctx;
+	int pct = total ? (int)(done * 100 / total) : 100;
+
+	if (!isatty(STDOUT_FILENO) || cli.json || pct == p->last)
+		return;
+	p->last = pct;
+	printf("\r%s: %3d%%", p->what, pct);
+	if (done >= total)
+		printf("\r\033[K");
+	fflush(stdout);
+}
+
+/* ---- JSON --------------------------------------------------------------- */
+
+void json_print(json_object *o)
+{
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+					    JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+}
+
+static void jadd(json_object *o, const char *k, json_object *v)
+{
+	json_object_object_add(o, k, v);
+}
+
+static json_object *jstr(const char *s)
+{
+	return s ? json_object_new_string(s) : json_object_new_null();
+}
+
+static json_object *ju64(uint64_t v)
+{
+	return json_object_new_uint64(v);
+}
+
+/* ---- info --------------------------------------------------------------- */
+
+static const char *in_use_name(uint32_t v)
+{
+	switch (v) {
+	case PRL_IN_USE_CLOSED:
+		return "closed";
+	case PRL_IN_USE_CLOSED_OLD:
+		return "closed (old style, 0)";
+	case PRL_IN_USE_OPEN:
+		return "in use (open, or not closed cleanly)";
+	}
+	return "invalid";
+}
+
+static json_object *image_json(const struct prl_image *img)
+{
+	const struct prl_geom *g = &img->geom;
+	json_object *o = json_object_new_object();
+
+	jadd(o, "path", jstr(img->path));
+	jadd(o, "format", jstr(g->fmt == PRL_V1 ? "v1" : "v2"));
+	jadd(o, "magic", jstr(g->fmt == PRL_V1 ? PRL_MAGIC_V1 : PRL_MAGIC_V2));
+	jadd(o, "virtual_size", ju64(g->nb_sectors * 512));
+	jadd(o, "cluster_size", ju64((uint64_t)g->cluster_sectors * 512));
+	jadd(o, "bat_entries", ju64(g->bat_entries));
+	jadd(o, "allocated_clusters", ju64(img->allocated));
+	jadd(o, "data_offset", ju64(g->data_off * 512));
+	jadd(o, "image_end", ju64(img->end * 512));
+	jadd(o, "file_size", ju64(img->file_sectors * 512));
+	jadd(o, "in_use", json_object_new_boolean(g->in_use == PRL_IN_USE_OPEN));
+	jadd(o, "empty_flag", json_object_new_boolean(g->flags & PRL_FLAG_EMPTY));
+	jadd(o, "format_extension", g->ext_off ? ju64(g->ext_off * 512) :
+		 json_object_new_null());
+	return o;
+}
+
+static void image_text(const struct prl_image *img, const char *indent)
+{
+	const struct prl_geom *g = &img->geom;
+	char a[32], b[32];
+	uint64_t cb = (uint64_t)g->cluster_sectors * 512;
+
+	printf("%simage:          %s\n", indent, img->path);
+	printf("%sformat:         %s (%s)\n", indent,
+	       g->fmt == PRL_V1 ? "v1" : "v2",
+	       g->fmt == PRL_V1 ? PRL_MAGIC_V1 : PRL_MAGIC_V2);
+	printf("%svirtual size:   %s (%" PRIu64 " sectors)\n", indent,
+	       hsize(g->nb_sectors * 512, a, sizeof(a)), (uint64_t)g->nb_sectors);
+	printf("%scluster size:   %s (%u sectors)\n", indent,
+	       hsize(cb, a, sizeof(a)), g->cluster_sectors);
+	printf("%sallocated:      %u of %u clusters (%s of %s)\n", indent,
+	       img->allocated, g->bat_entries,
+	       hsize(img->allocated * cb, a, sizeof(a)),
+	       hsize((uint64_t)g->bat_entries * cb, b, sizeof(b)));
+	printf("%sdata offset:    sector %" PRIu64 "\n", indent, (uint64_t)g->data_off);
+	printf("%simage end:      sector %" PRIu64 " (file: %" PRIu64 " sectors)\n",
+	       indent, img->end, img->file_sectors);
+	printf("%sin use:         %s\n", indent, in_use_name(g->in_use));
+	printf("%sempty flag:     %s\n", indent,
+	       g->flags & PRL_FLAG_EMPTY ? "set" : "clear");
+	if (g->ext_off)
+		printf("%sformat extension: at sector %" PRIu64 "\n", indent,
+		       (uint64_t)g->ext_off);
+	else
+		printf("%sformat extension: none\n", indent);
+}
+
+static int info_image(const char *path)
+{
+	struct prl_image *img;
+	struct prl_err err;
+
+	if (prl_image_open(path, 0, &img, &err))
+		return fail_err(&err);
+	if (cli.json)
+		json_print(image_json(img));
+	else
+		image_text(img, "");
+	prl_image_close(img, &err);
+	return EX_OK;
+}
+
+static const char *type_name(enum prl_image_type t)
+{
+	return t == PRL_IMAGE_PLAIN ? "Plain" : "Compressed";
+}
+
+/* Children of @parent, in descriptor order, drawn below it. */
+static void draw_tree(const struct prl_desc *d, const char *parent,
+		      const char *prefix)
+{
+	size_t i, left = prl_desc_nr_children(d, parent);
+
+	for (i = 0; i < d->nr_shots && left; i++) {
+		const struct prl_desc_shot *s = &d->shots[i];
+		const struct prl_desc_image *im;
+		char *sub;
+
+		if (strcmp(s->parent, parent))
+			continue;
+		left--;
+		im = prl_desc_image(d, s->guid);
+		printf("%s%s %s  %s%s\n", prefix, left ? "├─" : "└─", s->guid,
+		       im ? im->file : "?", strcmp(s->guid, d->top) ? "" : "  [top]");
+		sub = prl_xasprintf("%s%s", prefix, left ? "│  " : "   ");
+		draw_tree(d, s->guid, sub);
+		free(sub);
+	}
+}
+
+static int info_desc(const char *path)
+{
+	json_object *jd = NULL, *jimgs = NULL;
+	struct prl_desc *d;
+	char a[32];
+	size_t i;
+	int rc;
+
+	rc = load_desc(path, &d);
+	if (rc)
+		return rc;
+	if (cli.json) {
+		jd = json_object_new_object();
+		jimgs = json_object_new_array();
+		jadd(jd, "descriptor", jstr(d->path));
+		jadd(jd, "root_element", jstr(d->root_name));
+		jadd(jd, "virtual_size", ju64(d->disk_size * 512));
+		jadd(jd, "cylinders", ju64(d->cylinders));
+		jadd(jd, "heads", ju64(d->heads));
+		jadd(jd, "sectors", ju64(d->sectors));
+		jadd(jd, "cluster_size", ju64((uint64_t)d->blocksize * 512));
+		jadd(jd, "top", jstr(d->top));
+	} else {
+		printf("disk:           %s\n", d->path);
+		printf("virtual size:   %s (%" PRIu64 " sectors)\n",
+		       hsize(d->disk_size * 512, a, sizeof(a)), d->disk_size);
+		printf("geometry:       %u cylinders, %u heads, %u sectors\n",
+		       d->cylinders, d->heads, d->sectors);
+		printf("cluster size:   %s (%u sectors)\n",
+		       hsize((uint64_t)d->blocksize * 512, a, sizeof(a)), d->blocksize);
+		printf("top:            %s\n", d->top);
+		printf("snapshots:\n");
+		draw_tree(d, PRL_GUID_NULL, "  ");
+	}
+	for (i = 0; i < d->nr_images; i++) {
+		const struct prl_desc_image *im = &d->images[i];
+		const struct prl_desc_shot *s = prl_desc_shot(d, im->guid);
+		struct prl_image *img = NULL;
+		struct prl_err err = { "" };
+		json_object *j = NULL;
+
+		if (im->type == PRL_IMAGE_COMPRESSED &&
+		    prl_image_open(im->path, 0, &img, &err))
+			rc = EX_FAIL;
+		if (cli.json) {
+			j = json_object_new_object();
+			jadd(j, "guid", jstr(im->guid));
+			jadd(j, "parent", jstr(s ? s->parent : NULL));
+			jadd(j, "type", jstr(type_name(im->type)));
+			jadd(j, "file", jstr(im->file));
+			jadd(j, "top", json_object_new_boolean(!strcmp(im->guid, d->top)));
+			if (img)
+				jadd(j, "image", image_json(img));
+			else if (err.msg[0])
+				jadd(j, "error", jstr(err.msg));
+			json_object_array_add(jimgs, j);
+		} else {
+			printf("\n%s (%s%s)\n", im->guid, type_name(im->type),
+			       strcmp(im->guid, d->top) ? "" : ", top");
+			if (img)
+				image_text(img, "  ");
+			else if (err.msg[0])
+				printf("  error:          %s\n", err.msg);
+			else
+				printf("  file:           %s\n", im->path);
+		}
+		if (img)
+			prl_image_close(img, &err);
+	}
+	if (cli.json) {
+		jadd(jd, "images", jimgs);
+		json_print(jd);
+	}
+	prl_desc_free(d);
+	return rc;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+	char *xml;
+	int rc;
+
+	if (argc != 1)
+		return die_usage("info takes one XML or IMAGE");
+	xml = descriptor_path(argv[0]);
+	rc = xml ? info_desc(xml) : info_image(argv[0]);
+	free(xml);
+	return rc;
+}
+
+/* ---- check -------------------------------------------------------------- */
+
+static const char *verdict_name(int rc)
+{
+	return rc == EX_OK ? "clean" : rc == EX_LEAKS ? "leaks only" :
+	       rc == EX_CORRUPT ? "corrupt" : "error";
+}
+
+static int worse(int a, int b)
+{
+	/* corrupt beats leaks beats clean; errors beat everything */
+	static const int rank[] = { [EX_OK] = 0, [EX_LEAKS] = 1, [EX_CORRUPT] = 2,
+				    [EX_FAIL] = 3 };
+
+	return rank[a] >= rank[b] ? a : b;
+}
+
+/* One image: print (or collect in @jarr) its problems; the exit code. */
+static int check_one(const char *path, bool repair, const char *label,
+		     json_object *jarr)
+{
+	struct prl_check_opts o = { .repair = repair };
+	struct prl_check_report rep = { 0 };
+	struct progress p = { .what = path, .last = -1 };
+	struct prl_err err = { "" };
+	json_object *j = NULL, *jp = NULL;
+	size_t i;
+	int rc;
+
+	o.progress = progress_cb;
+	o.ctx = &p;
+	rc = prl_check(path, &o, &rep, &err);
+	if (cli.json) {
+		j = json_object_new_object();
+		jadd(j, "image", jstr(path));
+		if (label)
+			jadd(j, "guid", jstr(label));
+		jp = json_object_new_array();
+	}
+	if (rc < 0) {
+		if (cli.json) {
+			jadd(j, "error", jstr(err.msg));
+			json_object_put(jp);
+			json_object_array_add(jarr, j);
+		} else {
+			fprintf(stderr, "%s: %s\n", prog, err.msg);
+		}
+		prl_check_report_free(&rep);
+		return EX_FAIL;
+	}
+	for (i = 0; i < rep.nr; i++) {
+		const struct prl_problem *pr = &rep.problems[i];
+
+		if (cli.json) {
+			json_object *x = json_object_new_object();
+
+			jadd(x, "kind", jstr(prl_problem_name(pr->kind)));
+			jadd(x, "severity", jstr(prl_severity_name(pr->sev)));
+			jadd(x, "entry", pr->entry >= 0 ?
+			     json_object_new_int64(pr->entry) : json_object_new_null());
+			jadd(x, "sector", ju64(pr->sector));
+			jadd(x, "message", jstr(pr->msg));
+			jadd(x, "repaired", json_object_new_boolean(pr->repaired));
+			if (pr->repaired)
+				jadd(x, "fix", jstr(pr->fix));
+			json_object_array_add(jp, x);
+			continue;
+		}
+		printf("%s: %s: %s%s%s\n", path, prl_severity_name(pr->sev), pr->msg,
+		       pr->repaired ? "; repaired: " : "", pr->repaired ? pr->fix : "");
+	}
+	if (cli.json) {
+		jadd(j, "problems", jp);
+		jadd(j, "not_listed", ju64(rep.nr_unlisted));
+		jadd(j, "result", jstr(verdict_name(rc)));
+		if (repair) {
+			jadd(j, "found", jstr(verdict_name(rep.found)));
+			jadd(j, "repairs", ju64(rep.repairs));
+		}
+		jadd(j, "allocated_clusters", ju64(rep.allocated));
+		jadd(j, "bat_entries", ju64(rep.bat_entries));
+		json_object_array_add(jarr, j);
+	} else {
+		if (rep.nr_unlisted)
+			printf("%s: %zu more problems not listed\n", path,
+			       (size_t)rep.nr_unlisted);
+		printf("%s: %s%s (%u of %u clusters allocated)\n", path,
+		       repair && rep.found != rc ? "after repair: " : "",
+		       verdict_name(rc), rep.allocated, rep.bat_entries);
+	}
+	prl_check_report_free(&rep);
+	return rc;
+}
+
+/* The descriptor's own rules were checked by loading it; these are the files'. */
+static int check_desc_images(const struct prl_desc *d, bool repair,
+			     json_object *jarr)
+{
+	int rc = EX_OK;
+	size_t i;
+
+	for (i = 0; i < d->nr_images; i++) {
+		const struct prl_desc_image *im = &d->images[i];
+		struct prl_image *img;
+		struct prl_err err;
+		struct stat st;
+
+		if (stat(im->path, &st)) {
+			fprintf(stderr, "%s: image %s: %s: %s\n", prog, im->guid,
+				im->path, strerror(errno));
+			rc = worse(rc, EX_CORRUPT);
+			continue;
+		}
+		if (im->type == PRL_IMAGE_PLAIN) {
+			if ((uint64_t)st.st_size / 512 < d->disk_size && !cli.json)
+				printf("%s: Plain root shorter than the disk: the rest reads as zeros\n",
+				       im->path);
+			continue;
+		}
+		rc = worse(rc, check_one(im->path, repair, im->guid, jarr));
+		/* The image's own size and cluster size against the descriptor. */
+		if (prl_image_open(im->path, 0, &img, &err))
+			continue;
+		if (img->geom.cluster_sectors != d->blocksize) {
+			fprintf(stderr, "%s: %s: cluster size %u sectors, but the descriptor's Blocksize is %u\n",
+				prog, im->path, img->geom.cluster_sectors, d->blocksize);
+			rc = worse(rc, EX_CORRUPT);
+		}
+		if (!strcmp(im->guid, d->top) && img->geom.nb_sectors < d->disk_size) {
+			fprintf(stderr, "%s: %s: the top image covers %" PRIu64 " sectors, the disk is %" PRIu64 "\n",
+				prog, im->path, (uint64_t)img->geom.nb_sectors, d->disk_size);
+			rc = worse(rc, EX_CORRUPT);
+		}
+		prl_image_close(img, &err);
+	}
+	return rc;
+}
+
+static int cmd_check(int argc, char **argv, bool repair)
+{
+	json_object *jarr = cli.json ? json_object_new_array() : NULL;
+	struct prl_desc *d = NULL;
+	char *xml;
+	int rc;
+
+	if (argc != 1)
+		return die_usage("check takes one XML or IMAGE");
+	xml = descriptor_path(argv[0]);
+	if (xml) {
+		rc = load_desc(xml, &d);
+		if (rc) {
+			/* A descriptor that does not load is a corrupt disk. */
+			rc = EX_CORRUPT;
+		} else {
+			rc = check_desc_images(d, repair, jarr);
+			prl_desc_free(d);
+		}
+	} else {
+		rc = check_one(argv[0], repair, NULL, jarr);
+	}
+	free(xml);
+	if (cli.json) {
+		json_object *o = json_object_new_object();
+
+		jadd(o, "images", jarr);
+		jadd(o, "result", jstr(verdict_name(rc)));
+		jadd(o, "exit_code", json_object_new_int(rc));
+		json_print(o);
+	}
+	return rc;
+}
+
+/* ---- create ------------------------------------------------------------- */
+
+/* A file name for a new image next to the others: root.hds.{uuid}. */
+static char *new_image_file(const struct prl_desc *d, const char *base)
+{
+	char g[PRL_GUID_LEN + 1];
+	char *file, *path;
+
+	for (;;) {
+		prl_guid_new(g);
+		file = prl_xasprintf("%s.%s", base, g);
+		path = prl_xasprintf("%s/%s", d->dir, file);
+		if (access(path, F_OK)) {
+			free(path);
+			return file;
+		}
+		free(path);
+		free(file);
+	}
+}
+
+static int create_plain(const char *path, uint64_t sectors, struct prl_err *err)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int r = 0;
+
+	if (fd < 0)
+		return prl_errf(err, errno, "cannot create %s: %s", path, strerror(errno));
+	if (ftruncate(fd, (off_t)(sectors * 512)) || fsync(fd))
+		r = prl_errf(err, errno, "cannot size %s: %s", path, strerror(errno));
+	close(fd);
+	if (r)
+		unlink(path);
+	return r ? r : prl_fsync_dir_of(path);
+}
+
+static int cmd_create(int argc, char **argv, uint64_t size, uint64_t cluster,
+		      enum prl_format_version fmt, bool plain)
+{
+	struct prl_create_opts o = { .size = size, .cluster_sectors = (uint32_t)cluster,
+				     .fmt = fmt };
+	const char *dir, *file;
+	struct prl_desc *d;
+	struct prl_err err;
+	char *xml, *img;
+	int r;
+
+	if (argc != 1)
+		return die_usage("create takes one folder");
+	if (!size)
+		return die_usage("create needs --size");
+	if (cluster > PRL_MAX_CLUSTER_SECTORS)
+		return die_usage("--cluster-size may be at most 1G");
+	dir = argv[0];
+	if (mkdir(dir, 0755) && errno != EEXIST) {
+		fprintf(stderr, "%s: cannot create %s: %s\n", prog, dir, strerror(errno));
+		return EX_FAIL;
+	}
+	xml = prl_xasprintf("%s/%s", dir, PRL_DESC_NAME);
+	if (!access(xml, F_OK)) {
+		fprintf(stderr, "%s: %s exists already: not overwriting a disk\n", prog, xml);
+		free(xml);
+		return EX_FAIL;
+	}
+	file = plain ? "root.raw" : "root.hds";
+	img = prl_xasprintf("%s/%s", dir, file);
+	r = plain ? create_plain(img, size, &err) : prl_image_create(img, &o, &err);
+	if (r) {
+		free(img);
+		free(xml);
+		return fail_err(&err);
+	}
+	/* The image exists before the descriptor that names it. */
+	d = prl_desc_new(xml, size, (uint32_t)cluster);
+	if (!d) {
+		unlink(img);
+		free(img);
+		free(xml);
+		fprintf(stderr, "%s: a disk of %" PRIu64 " sectors cannot be described\n",
+			prog, size);
+		return EX_FAIL;
+	}
+	if (prl_desc_add(d, PRL_GUID_TOP, plain ? PRL_IMAGE_PLAIN : PRL_IMAGE_COMPRESSED,
+			 file, PRL_GUID_NULL, &err) ||
+	    prl_desc_set_top(d, PRL_GUID_TOP, &err) || prl_desc_save(d, &err)) {
+		unlink(img);
+		r = fail_err(&err);
+	} else if (cli.json) {
+		json_object *o2 = json_object_new_object();
+
+		jadd(o2, "descriptor", jstr(d->path));
+		jadd(o2, "image", jstr(img));
+		jadd(o2, "guid", jstr(PRL_GUID_TOP));
+		json_print(o2);
+	} else {
+		printf("%s\n", d->path);
+	}
+	prl_desc_free(d);
+	free(img);
+	free(xml);
+	return r ? EX_FAIL : EX_OK;
+}
+
+/* ---- snapshots ---------------------------------------------------------- */
+
+static const struct prl_desc_image *top_image(const struct prl_desc *d)
+{
+	return prl_desc_image(d, d->top);
+}
+
+/* New deltas are named after the root image, as ploop does: root.hds.{uuid}. */
+static const char *delta_base(const struct prl_desc *d)
+{
+	size_t i;
+
+	for (i = 0; i < d->nr_shots; i++) {
+		const struct prl_desc_image *im;
+
+		if (strcmp(d->shots[i].parent, PRL_GUID_NULL))
+			continue;
+		im = prl_desc_image(d, d->shots[i].guid);
+		if (im && im->type == PRL_IMAGE_COMPRESSED && !strchr(im->file, '/'))
+			return im->file;
+	}
+	return "root.hds";
+}
+
+/* A new empty image like @like (its cluster size), @d's size. */
+static int create_delta(const struct prl_desc *d, const char *path,
+			struct prl_err *err)
+{
+	struct prl_create_opts o = { .size = d->disk_size,
+				     .cluster_sectors = d->blocksize, .fmt = PRL_V2 };
+
+	return prl_image_create(path, &o, err);
+}
+
+/*
+ * snapshot: the top becomes a read-only snapshot, a new empty image the top.
+ * Like ploop, the top keeps the well-known top GUID when it has it: the old
+ * top image is given the new snapshot GUID.
+ */
+static int cmd_snapshot(int argc, char **argv)
+{
+	char snap[PRL_GUID_LEN + 1], newtop[PRL_GUID_LEN + 1];
+	struct prl_desc *d;
+	struct prl_err err;
+	char *xml, *file, *path;
+	int rc;
+
+	if (argc != 1)
+		return die_usage("snapshot takes one XML");
+	xml = descriptor_path(argv[0]);
+	if (!xml)
+		return die_usage("snapshot needs a DiskDescriptor.xml (or its folder)");
+	rc = load_desc(xml, &d);
+	free(xml);
+	if (rc)
+		return rc;
+	file = new_image_file(d, delta_base(d));
+	path = prl_xasprintf("%s/%s", d->dir, file);
+	prl_guid_new(snap);
+	if (!strcmp(d->top, PRL_GUID_TOP)) {
+		strcpy(newtop, PRL_GUID_TOP);
+		rc = prl_desc_rename(d, PRL_GUID_TOP, snap, &err);
+	} else {
+		prl_guid_new(newtop);
+		strcpy(snap, d->top);
+		rc = 0;
+	}
+	if (!rc)
+		rc = create_delta(d, path, &err);
+	if (!rc) {
+		rc = prl_desc_add(d, newtop, PRL_IMAGE_COMPRESSED, file, snap, &err);
+		if (!rc)
+			rc = prl_desc_set_top(d, newtop, &err);
+		if (!rc)
+			rc = prl_desc_save(d, &err);
+		if (rc)
+			unlink(path);
+	}
+	if (rc) {
+		rc = fail_err(&err);
+	} else if (cli.json) {
+		json_object *o = json_object_new_object();
+
+		jadd(o, "snapshot", jstr(snap));
+		jadd(o, "top", jstr(newtop));
+		jadd(o, "image", jstr(path));
+		json_print(o);
+	} else {
+		printf("snapshot %s; new top %s in %s\n", snap, newtop, file);
+	}
+	free(path);
+	free(file);
+	prl_desc_free(d);
+	return rc;
+}
+
+static int open_rw(const char *path, struct prl_image **img, struct prl_err *err)
+{
+	return prl_image_open(path, PRL_OPEN_RW, img, err);
+}
+
+/*
+ * snapshot-delete GUID: the snapshot's data moves into each child (what a
+ * child lacks, it now holds itself), the children hang from the snapshot's
+ * parent, and only then is the file removed.  Every view stays the same.
+ */
+static int cmd_snapshot_delete(int argc, char **argv)
+{
+	const struct prl_desc_image *victim;
+	const struct prl_desc_shot *vs;
+	struct prl_image *from = NULL;
+	char guid[PRL_GUID_LEN + 1];
+	struct prl_desc *d;
+	struct prl_err err;
+	char *xml, *vpath = NULL;
+	size_t i;
+	int rc;
+
+	if (argc != 2)
+		return die_usage("snapshot-delete takes an XML and a GUID");
+	if (prl_guid_parse(argv[1], guid))
+		return die_usage("'%s' is not a GUID like {12345678-9abc-def1-2345-6789abcdef12}", argv[1]);
+	xml = descriptor_path(argv[0]);
+	if (!xml)
+		return die_usage("snapshot-delete needs a DiskDescriptor.xml (or its folder)");
+	rc = load_desc(xml, &d);
+	free(xml);
+	if (rc)
+		return rc;
+	victim = prl_desc_image(d, guid);
+	vs = prl_desc_shot(d, guid);
+	if (!victim || !vs) {
+		fprintf(stderr, "%s: no snapshot %s in %s\n", prog, guid, d->path);
+		rc = EX_FAIL;
+		goto out;
+	}
+	if (!strcmp(guid, d->top)) {
+		fprintf(stderr, "%s: %s is the top (the live image), not a snapshot: use switch to leave it\n",
+			prog, guid);
+		rc = EX_FAIL;
+		goto out;
+	}
+	if (victim->type == PRL_IMAGE_PLAIN && prl_desc_nr_children(d, guid)) {
+		fprintf(stderr, "%s: %s is a Plain root with snapshots on it; it cannot be deleted\n",
+			prog, guid);
+		rc = EX_FAIL;
+		goto out;
+	}
+	if (!strcmp(vs->parent, PRL_GUID_NULL) && prl_desc_nr_children(d, guid) > 1) {
+		fprintf(stderr, "%s: %s is the root of %zu branches: deleting it would leave several roots\n",
+			prog, guid, prl_desc_nr_children(d, guid));
+		rc = EX_FAIL;
+		goto out;
+	}
+	vpath = prl_xstrdup(victim->path);
+	if (victim->type == PRL_IMAGE_COMPRESSED &&
+	    prl_image_open(vpath, 0, &from, &err)) {
+		rc = fail_err(&err);
+		goto out;
+	}
+	/* 1. Each child takes the clusters it read from the victim. */
+	for (i = 0; i < d->nr_shots && from; i++) {
+		const struct prl_desc_image *ci;
+		struct prl_image *child;
+		struct progress p = { .last = -1 };
+
+		if (strcmp(d->shots[i].parent, guid))
+			continue;
+		ci = prl_desc_image(d, d->shots[i].guid);
+		p.what = ci->path;
+		if (open_rw(ci->path, &child, &err)) {
+			rc = fail_err(&err);
+			goto out;
+		}
+		rc = prl_image_fill(child, from, progress_cb, &p, &err);
+		if (prl_image_close(child, rc ? &(struct prl_err){ "" } : &err) && !rc)
+			rc = -EIO;
+		if (rc) {
+			rc = fail_err(&err);
+			goto out;
+		}
+	}
+	/* 2. The descriptor no longer names it; 3. then the file goes. */
+	if (prl_desc_delete(d, guid, &err) || prl_desc_save(d, &err)) {
+		rc = fail_err(&err);
+		goto out;
+	}
+	if (unlink(vpath))
+		fprintf(stderr, "%s: warning: could not remove %s: %s\n", prog, vpath,
+			strerror(errno));
+	if (!cli.json)
+		printf("deleted snapshot %s (%s)\n", guid, vpath);
+	rc = EX_OK;
+out:
+	if (from)
+		prl_image_close(from, &err);
+	free(vpath);
+	prl_desc_free(d);
+	return rc;
+}
+
+/*
+ * switch GUID: like ploop snapshot-switch, the disk goes back to snapshot
+ * GUID: a new empty top on it, and the old top (the changes made since) is
+ * dropped.
+ */
+static int cmd_switch(int argc, char **argv)
+{
+	const struct prl_desc_image *top, *to;
+	char guid[PRL_GUID_LEN + 1], newtop[PRL_GUID_LEN + 1];
+	struct prl_desc *d;
+	struct prl_err err;
+	char *xml, *file = NULL, *path = NULL, *oldpath = NULL;
+	int rc;
+
+	if (argc != 2)
+		return die_usage("switch takes an XML and a GUID");
+	if (prl_guid_parse(argv[1], guid))
+		return die_usage("'%s' is not a GUID", argv[1]);
+	xml = descriptor_path(argv[0]);
+	if (!xml)
+		return die_usage("switch needs a DiskDescriptor.xml (or its folder)");
+	rc = load_desc(xml, &d);
+	free(xml);
+	if (rc)
+		return rc;
+	to = prl_desc_image(d, guid);
+	top = top_image(d);
+	if (!to) {
+		fprintf(stderr, "%s: no snapshot %s in %s\n", prog, guid, d->path);
+		rc = EX_FAIL;
+		goto out;
+	}
+	if (to == top) {
+		fprintf(stderr, "%s: %s is the top already\n", prog, guid);
+		rc = EX_FAIL;
+		goto out;
+	}
+	if (top->type == PRL_IMAGE_PLAIN) {
+		fprintf(stderr, "%s: the top is a Plain image: nothing to switch from\n", prog);
+		rc = EX_FAIL;
+		goto out;
+	}
+	oldpath = prl_xstrdup(top->path);
+	file = new_image_file(d, delta_base(d));
+	path = prl_xasprintf("%s/%s", d->dir, file);
+	strcpy(newtop, d->top);
+	/*
+	 * New top image, then the descriptor (the top, GUID kept, now hangs
+	 * from @guid and names the new file), then the old top's file.
+	 */
+	rc = create_delta(d, path, &err);
+	if (!rc) {
+		rc = prl_desc_set_parent(d, newtop, guid, &err);
+		if (!rc)
+			rc = prl_desc_set_file(d, newtop, file, &err);
+		if (!rc)
+			rc = prl_desc_save(d, &err);
+		if (rc)
+			unlink(path);
+	}
+	if (rc) {
+		rc = fail_err(&err);
+		goto out;
+	}
+	if (unlink(oldpath))
+		fprintf(stderr, "%s: warning: could not remove the old top %s: %s\n",
+			prog, oldpath, strerror(errno));
+	if (!cli.json)
+		printf("switched to %s; new top %s in %s (old top %s removed)\n",
+		       guid, newtop, file, oldpath);
+	rc = EX_OK;
+out:
+	free(oldpath);
+	free(path);
+	free(file);
+	prl_desc_free(d);
+	return rc;
+}
+
+/* ---- resize and convert ------------------------------------------------- */
+
+static int grow_image(const char *path, uint64_t size, struct prl_err *err)
+{
+	struct prl_image *img;
+	int r;
+
+	r = open_rw(path, &img, err);
+	if (r)
+		return r;
+	if (size < img->geom.nb_sectors) {
+		prl_image_close(img, err);
+		return prl_errf(err, EINVAL, "%s: shrinking is not supported (%" PRIu64
+				" sectors now, %" PRIu64 " asked)", path,
+				(uint64_t)img->geom.nb_sectors, size);
+	}
+	r = prl_image_grow(img, size, err);
+	if (r) {
+		struct prl_err e2;
+
+		prl_image_close(img, &e2);
+		return r;
+	}
+	return prl_image_close(img, err);
+}
+
+/* Only the top grows: the layers below read as zeros past their end. */
+static int cmd_resize(int argc, char **argv, uint64_t size)
+{
+	const struct prl_desc_image *top;
+	struct prl_desc *d;
+	struct prl_err err;
+	char *xml;
+	int rc;
+
+	if (argc != 1 || !size)
+		return die_usage("resize takes one XML or IMAGE and --size");
+	xml = descriptor_path(argv[0]);
+	if (!xml)
+		return grow_image(argv[0], size, &err) ? fail_err(&err) : EX_OK;
+	rc = load_desc(xml, &d);
+	free(xml);
+	if (rc)
+		return rc;
+	top = top_image(d);
+	if (size < d->disk_size) {
+		fprintf(stderr, "%s: shrinking is not supported (%" PRIu64 " sectors now)\n",
+			prog, d->disk_size);
+		rc = EX_FAIL;
+	} else if (top->type == PRL_IMAGE_PLAIN) {
+		fprintf(stderr, "%s: the top is a Plain image: take a snapshot first, then resize\n",
+			prog);
+		rc = EX_FAIL;
+	} else if (grow_image(top->path, size, &err) ||
+		   prl_desc_set_size(d, size, &err) || prl_desc_save(d, &err)) {
+		rc = fail_err(&err);
+	}
+	prl_desc_free(d);
+	return rc;
+}
+
+static int convert_image(const char *path, enum prl_format_version fmt,
+			 struct prl_err *err)
+{
+	struct prl_image *img;
+	int r;
+
+	r = open_rw(path, &img, err);
+	if (r)
+		return r;
+	if (img->geom.fmt != fmt)
+		r = prl_image_convert(img, fmt, err);
+	if (r) {
+		struct prl_err e2;
+
+		prl_image_close(img, &e2);
+		return r;
+	}
+	return prl_image_close(img, err);
+}
+
+static int cmd_convert(int argc, char **argv, enum prl_format_version fmt,
+		       bool fmt_set)
+{
+	struct prl_desc *d;
+	struct prl_err err;
+	char *xml;
+	size_t i;
+	int rc;
+
+	if (argc != 1 || !fmt_set)
+		return die_usage("convert takes one XML or IMAGE and --image-format");
+	xml = descriptor_path(argv[0]);
+	if (!xml)
+		return convert_image(argv[0], fmt, &err) ? fail_err(&err) : EX_OK;
+	rc = load_desc(xml, &d);
+	free(xml);
+	if (rc)
+		return rc;
+	for (i = 0; i < d->nr_images && !rc; i++)
+		if (d->images[i].type == PRL_IMAGE_COMPRESSED &&
+		    convert_image(d->images[i].path, fmt, &err))
+			rc = fail_err(&err);
+	prl_desc_free(d);
+	return rc;
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+enum {
+	OPT_JSON = 256, OPT_EXTERNAL, OPT_REPAIR, OPT_SIZE, OPT_CLUSTER,
+	OPT_FORMAT, OPT_PLAIN, OPT_GROW, OPT_NAME, OPT_SNAPSHOT, OPT_READ_ONLY,
+};
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ "allow-external-paths", no_argument, NULL, OPT_EXTERNAL },
+		{ "repair", no_argument, NULL, OPT_REPAIR },
+		{ "size", required_argument, NULL, OPT_SIZE },
+		{ "cluster-size", required_argument, NULL, OPT_CLUSTER },
+		{ "image-format", required_argument, NULL, OPT_FORMAT },
+		{ "plain", no_argument, NULL, OPT_PLAIN },
+		{ "grow", no_argument, NULL, OPT_GROW },
+		{ "name", required_argument, NULL, OPT_NAME },
+		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
+		{ "read-only", no_argument, NULL, OPT_READ_ONLY },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *cmd;
+	int c;
+
+	if (argc < 2)
+		return die_usage("no command given");
+	cmd = argv[1];
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		usage_line(stdout);
+		return EX_OK;
+	}
+	if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+		printf("prldisk %s\n", PRLDISK_VERSION);
+		return EX_OK;
+	}
+	argv++;
+	argc--;
+	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_JSON:
+			cli.json = true;
+			break;
+		case OPT_EXTERNAL:
+			cli.external = true;
+			break;
+		case OPT_REPAIR:
+			cli.repair = true;
+			break;
+		case OPT_SIZE:
+			if (parse_size(optarg, &cli.size, "--size"))
+				return EX_USAGE;
+			break;
+		case OPT_CLUSTER:
+			if (parse_size(optarg, &cli.cluster, "--cluster-size"))
+				return EX_USAGE;
+			break;
+		case OPT_FORMAT:
+			if (parse_format(optarg, &cli.fmt))
+				return EX_USAGE;
+			cli.fmt_set = true;
+			break;
+		case OPT_PLAIN:
+			cli.plain = true;
+			break;
+		case OPT_NAME:
+			cli.name = optarg;
+			break;
+		case OPT_SNAPSHOT:
+			cli.snapshot = optarg;
+			break;
+		case OPT_READ_ONLY:
+			cli.read_only = true;
+			break;
+		case OPT_GROW:
+			break;	/* growing is the only resize there is */
+		case 'h':
+			usage_line(stdout);
+			return EX_OK;
+		case 'V':
+			printf("prldisk %s\n", PRLDISK_VERSION);
+			return EX_OK;
+		default:
+			usage_line(stderr);
+			return EX_USAGE;
+		}
+	}
+	argc -= optind;
+	argv += optind;
+
+	if (!strcmp(cmd, "create"))
+		return cmd_create(argc, argv, cli.size, cli.cluster, cli.fmt, cli.plain);
+	if (!strcmp(cmd, "info"))
+		return cmd_info(argc, argv);
+	if (!strcmp(cmd, "check"))
+		return cmd_check(argc, argv, cli.repair);
+	if (!strcmp(cmd, "snapshot"))
+		return cmd_snapshot(argc, argv);
+	if (!strcmp(cmd, "snapshot-delete"))
+		return cmd_snapshot_delete(argc, argv);
+	if (!strcmp(cmd, "switch"))
+		return cmd_switch(argc, argv);
+	if (!strcmp(cmd, "resize"))
+		return cmd_resize(argc, argv, cli.size);
+	if (!strcmp(cmd, "convert"))
+		return cmd_convert(argc, argv, cli.fmt, cli.fmt_set);
+#ifdef PRLDISK_ACTIVATE
+	if (!strcmp(cmd, "activate"))
+		return cmd_activate(argc, argv);
+	if (!strcmp(cmd, "deactivate"))
+		return cmd_deactivate(argc, argv);
+	if (!strcmp(cmd, "list"))
+		return cmd_list(argc, argv);
+	if (!strcmp(cmd, "status"))
+		return cmd_status(argc, argv);
+#endif
+	return die_usage("unknown command '%s'", cmd);
+}
