@@ -619,6 +619,30 @@ static void check_bitmap(struct ck *c, const unsigned char *d, uint32_t size,
 	}
 }
 
+/* What prldisk info shows of a feature whose bytes lie inside the cluster. */
+static void note_feature(struct prl_check_report *rep,
+			 const struct prl_ext_feature *fh, const unsigned char *d)
+{
+	struct prl_feature_info *f;
+	struct prl_ext_dirty_bitmap bm;
+
+	if (rep->nr_features >= sizeof(rep->features) / sizeof(rep->features[0]))
+		return;
+	f = &rep->features[rep->nr_features++];
+	memset(f, 0, sizeof(*f));
+	f->magic = le64toh(fh->magic);
+	f->flags = le64toh(fh->flags);
+	f->data_size = le32toh(fh->data_size);
+	if (f->magic != PRL_EXT_DIRTY_BITMAP || f->data_size < sizeof(bm))
+		return;
+	memcpy(&bm, d, sizeof(bm));
+	f->bitmap = true;
+	f->bm_size = le64toh(bm.size);
+	f->bm_granularity = le32toh(bm.granularity);
+	f->bm_l1_size = le32toh(bm.l1_size);
+	memcpy(f->bm_id, bm.id, sizeof(f->bm_id));
+}
+
 static void check_ext(struct ck *c)
 {
 	unsigned char *buf = NULL, md5[EVP_MAX_MD_SIZE];
@@ -638,6 +662,7 @@ static void check_ext(struct ck *c)
 	}
 	/* Its cluster is in use even if its content is bad (until dropped). */
 	use_add(c, c->ext_off, OWN_EXT, 0);
+	c->rep->ext_present = true;
 
 	nbuf = c->csb < EXT_PARSE_MAX ? c->csb : EXT_PARSE_MAX;
 	buf = prl_xmalloc(nbuf);
@@ -673,6 +698,7 @@ static void check_ext(struct ck *c)
 		goto out;
 	}
 	c->ext_valid = true;
+	c->rep->ext_valid = true;
 
 	for (pos = sizeof(eh);; pos += round_up(le32toh(fh.data_size), 8), nr++) {
 		left = c->csb - pos;
@@ -694,6 +720,7 @@ static void check_ext(struct ck *c)
 				    nr, le32toh(fh.data_size));
 			goto out;
 		}
+		note_feature(c->rep, &fh, buf + pos);
 		if (le64toh(fh.magic) == PRL_EXT_DIRTY_BITMAP) {
 			check_bitmap(c, buf + pos, le32toh(fh.data_size), nr);
 		} else if (le64toh(fh.flags) & PRL_EXT_FLAG_NECESSARY) {

@@ -60,6 +60,20 @@ struct prl_check_report {
 	/* Problems of each kind, listed or not (a list is capped). */
 	uint64_t nr_by_kind[PRL_P_NR_KINDS];
 	uint64_t nr_unlisted;	/* found beyond PRL_CHECK_MAX_LISTED */
+
+	/* The format extension as found (for prldisk info). */
+	bool ext_present;	/* ext_off is set */
+	bool ext_valid;		/* magic and MD5 right */
+	size_t nr_features;	/* listed in features[], the end marker not counted */
+	struct prl_feature_info {
+		uint64_t magic, flags;
+		uint32_t data_size;
+		bool bitmap;		/* a dirty bitmap: the fields below */
+		uint64_t bm_size;	/* sectors */
+		uint32_t bm_granularity;	/* sectors per bit */
+		uint32_t bm_l1_size;
+		uint8_t bm_id[16];
+	} features[16];
 };
 
 /* At most this many problems are listed in prl_check_report.problems. */

@@ -227,6 +227,105 @@ static const char *in_use_name(uint32_t v)
 	return "invalid";
 }
 
+/* The format extension, as the (read-only) check found it. */
+static bool ext_report(const char *path, struct prl_check_report *rep)
+{
+	struct prl_check_opts o = { .repair = false };
+	struct prl_err err;
+
+	memset(rep, 0, sizeof(*rep));
+	return prl_check(path, &o, rep, &err) >= 0 && rep->ext_present;
+}
+
+static const char *feature_name(const struct prl_feature_info *f)
+{
+	return f->magic == PRL_EXT_DIRTY_BITMAP ? "dirty bitmap" : "unknown";
+}
+
+static void uuid_text(const uint8_t id[16], char out[37])
+{
+	static const char hex[] = "0123456789abcdef";
+	int i, j = 0;
+
+	for (i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[j++] = '-';
+		out[j++] = hex[id[i] >> 4];
+		out[j++] = hex[id[i] & 15];
+	}
+	out[j] = 0;
+}
+
+static json_object *ext_json(const char *path)
+{
+	struct prl_check_report rep;
+	json_object *o, *fa;
+	size_t i;
+
+	if (!ext_report(path, &rep)) {
+		prl_check_report_free(&rep);
+		return json_object_new_null();
+	}
+	o = json_object_new_object();
+	fa = json_object_new_array();
+	jadd(o, "valid", json_object_new_boolean(rep.ext_valid));
+	for (i = 0; i < rep.nr_features; i++) {
+		const struct prl_feature_info *f = &rep.features[i];
+		json_object *j = json_object_new_object();
+		char id[37], magic[19];
+
+		snprintf(magic, sizeof(magic), "0x%016" PRIx64, f->magic);
+		jadd(j, "magic", jstr(magic));
+		jadd(j, "type", jstr(feature_name(f)));
+		jadd(j, "necessary", json_object_new_boolean(f->flags & PRL_EXT_FLAG_NECESSARY));
+		jadd(j, "transit", json_object_new_boolean(f->flags & PRL_EXT_FLAG_TRANSIT));
+		jadd(j, "data_size", ju64(f->data_size));
+		if (f->bitmap) {
+			uuid_text(f->bm_id, id);
+			jadd(j, "id", jstr(id));
+			jadd(j, "size", ju64(f->bm_size * 512));
+			jadd(j, "granularity", ju64((uint64_t)f->bm_granularity * 512));
+			jadd(j, "l1_size", ju64(f->bm_l1_size));
+		}
+		json_object_array_add(fa, j);
+	}
+	jadd(o, "features", fa);
+	prl_check_report_free(&rep);
+	return o;
+}
+
+static void ext_text(const char *path, uint64_t ext_off, const char *indent)
+{
+	struct prl_check_report rep;
+	char a[32], id[37];
+	size_t i;
+
+	printf("%sformat extension: at sector %" PRIu64, indent, ext_off);
+	if (!ext_report(path, &rep)) {
+		printf(" (not readable)\n");
+		prl_check_report_free(&rep);
+		return;
+	}
+	printf(", %s\n", rep.ext_valid ? "MD5 valid" :
+	       "damaged (see prldisk check)");
+	for (i = 0; i < rep.nr_features; i++) {
+		const struct prl_feature_info *f = &rep.features[i];
+
+		printf("%s  feature %zu: %s (0x%016" PRIx64 ")%s%s, %u bytes\n",
+		       indent, i, feature_name(f), f->magic,
+		       f->flags & PRL_EXT_FLAG_NECESSARY ? ", necessary" : "",
+		       f->flags & PRL_EXT_FLAG_TRANSIT ? ", transit" : "",
+		       f->data_size);
+		if (!f->bitmap)
+			continue;
+		uuid_text(f->bm_id, id);
+		printf("%s    bitmap %s: granularity %s, covers %" PRIu64 " sectors, %u L1 entries\n",
+		       indent, id, hsize((uint64_t)f->bm_granularity * 512, a, sizeof(a)),
+		       f->bm_size, f->bm_l1_size);
+	}
+	prl_check_report_free(&rep);
+}
+
 static json_object *image_json(const struct prl_image *img)
 {
 	const struct prl_geom *g = &img->geom;
@@ -244,7 +343,9 @@ static json_object *image_json(const struct prl_image *img)
 	jadd(o, "file_size", ju64(img->file_sectors * 512));
 	jadd(o, "in_use", json_object_new_boolean(g->in_use == PRL_IN_USE_OPEN));
 	jadd(o, "empty_flag", json_object_new_boolean(g->flags & PRL_FLAG_EMPTY));
-	jadd(o, "format_extension", g->ext_off ? ju64(g->ext_off * 512) :
+	jadd(o, "format_extension_offset", g->ext_off ? ju64(g->ext_off * 512) :
+		 json_object_new_null());
+	jadd(o, "format_extension", g->ext_off ? ext_json(img->path) :
 		 json_object_new_null());
 	return o;
 }
@@ -274,8 +375,7 @@ static void image_text(const struct prl_image *img, const char *indent)
 	printf("%sempty flag:     %s\n", indent,
 	       g->flags & PRL_FLAG_EMPTY ? "set" : "clear");
 	if (g->ext_off)
-		printf("%sformat extension: at sector %" PRIu64 "\n", indent,
-		       (uint64_t)g->ext_off);
+		ext_text(img->path, g->ext_off, indent);
 	else
 		printf("%sformat extension: none\n", indent);
 }
