@@ -1441,41 +1441,23 @@ int prl_desc_add(struct prl_desc *d, const char *guid, enum prl_image_type type,
 	return edit_commit(d, &t, err);
 }
 
+/* delete, refused for an image that snapshots hang from. */
 int prl_desc_remove(struct prl_desc *d, const char *guid, struct prl_err *err)
 {
 	char g[PRL_GUID_LEN + 1];
-	struct prl_desc t;
-	size_t i, n;
-	xmlNodePtr in, sn;
+	size_t n;
 	int r;
 
 	r = edit_guid(d, "image", guid, g, err);
 	if (r)
 		return r;
-	i = shot_idx(d, g);
-	if (i == SIZE_MAX)
-		return prl_errf(err, ENOENT, "%s: no image %s", d->path, g);
-	if (!strcmp(g, d->top))
-		return prl_errf(err, EBUSY,
-				"%s: %s is the top image: make another image the top before removing it",
-				d->path, g);
 	n = prl_desc_nr_children(d, g);
-	if (n)
+	if (n && strcmp(g, d->top))
 		return prl_errf(err, EBUSY,
 				"%s: %s is the parent of %zu snapshot%s: remove or merge %s first",
 				d->path, g, n,
 				n == 1 ? "" : "s", n == 1 ? "it" : "them");
-
-	r = edit_begin(d, &t, err);
-	if (r)
-		return r;
-	in = t.images[t.shots[i].image].node;
-	sn = t.shots[i].node;
-	xmlUnlinkNode(in);
-	xmlFreeNode(in);
-	xmlUnlinkNode(sn);
-	xmlFreeNode(sn);
-	return edit_commit(d, &t, err);
+	return prl_desc_delete(d, g, err);
 }
 
 int prl_desc_delete(struct prl_desc *d, const char *guid, struct prl_err *err)
