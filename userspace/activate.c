@@ -717,7 +717,12 @@ int prl_disk_busy(const struct prl_desc *d, struct prl_err *err)
 
 int prl_disk_lock(const struct prl_desc *d, struct prl_err *err)
 {
-	char *p = prl_xasprintf("%s.lck", d->path);
+	return prl_lock_path(d->path, err);
+}
+
+int prl_lock_path(const char *xml, struct prl_err *err)
+{
+	char *p = prl_xasprintf("%s.lck", xml);
 	int fd, e;
 
 	fd = open(p, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);

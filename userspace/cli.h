@@ -63,6 +63,8 @@ int prl_disk_busy(const struct prl_desc *d, struct prl_err *err);
  * prl_disk_unlock() (or exit) drops it.
  */
 int prl_disk_lock(const struct prl_desc *d, struct prl_err *err);
+/* The same, for the descriptor at @xml, before it is loaded. */
+int prl_lock_path(const char *xml, struct prl_err *err);
 void prl_disk_unlock(int fd);
 
 #endif /* PRL_CLI_H */

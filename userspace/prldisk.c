@@ -40,6 +40,10 @@ static void usage_line(FILE *f)
 		"  switch XML GUID\n"
 		"  resize XML|IMAGE --size SIZE\n"
 		"  convert XML|IMAGE --image-format v1|v2\n"
+		"  activate XML [--name NAME] [--snapshot GUID] [--read-only] [--repair]\n"
+		"  deactivate NAME|XML\n"
+		"  list [--json]\n"
+		"  status NAME|XML [--json]\n"
 		"XML is a DiskDescriptor.xml or the folder that holds it.  Common options:\n"
 		"  --json  machine-readable output   --allow-external-paths  trust absolute\n"
 		"  or escaping File paths in the descriptor.  See prldisk(8).\n");
@@ -651,28 +655,80 @@ static int check_desc_images(const struct prl_desc *d, bool repair,
 	return rc;
 }
 
+/*
+ * Load the descriptor at @xml for an offline change: with the disk's lock
+ * held (taken first, so the descriptor read is the one changed) until the
+ * command exits, and none of its images attached (an active disk is
+ * changed online or not at all).  EX_OK, or EX_FAIL with the reason printed.
+ */
+static int load_desc_for_change(const char *xml, struct prl_desc **d)
+{
+	struct prl_err err;
+	int fd, rc;
+
+	fd = prl_lock_path(xml, &err);
+	if (fd < 0)
+		return fail_err(&err);
+	rc = load_desc(xml, d);
+	if (!rc && prl_disk_busy(*d, &err)) {
+		prl_desc_free(*d);
+		*d = NULL;
+		rc = fail_err(&err);
+	}
+	if (rc)
+		prl_disk_unlock(fd);
+	return rc;	/* on success the lock stays held: exit drops it */
+}
+
+/*
+ * check [--repair] of every image of the descriptor at @xml.  A repair
+ * holds the disk's lock and refuses an active disk; a check of one notes
+ * that what the kernel is writing may look inconsistent.
+ */
+static int check_desc(const char *xml, bool repair, json_object *jarr)
+{
+	struct prl_desc *d;
+	struct prl_err err;
+	int fd = -1, rc;
+
+	if (repair) {
+		fd = prl_lock_path(xml, &err);
+		if (fd < 0)
+			return fail_err(&err);
+	}
+	if (load_desc(xml, &d)) {
+		rc = EX_CORRUPT;	/* a descriptor that does not load: corrupt */
+		goto out;
+	}
+	if (prl_disk_busy(d, &err)) {
+		if (repair) {
+			rc = fail_err(&err);
+			goto free;
+		}
+		fprintf(stderr, "%s: note: %s; images the kernel is writing may look inconsistent\n",
+			prog, err.msg);
+	}
+	rc = check_desc_images(d, repair, jarr);
+free:
+	prl_desc_free(d);
+out:
+	prl_disk_unlock(fd);
+	return rc;
+}
+
 static int cmd_check(int argc, char **argv, bool repair)
 {
 	json_object *jarr = cli.json ? json_object_new_array() : NULL;
-	struct prl_desc *d = NULL;
 	char *xml;
 	int rc;
 
 	if (argc != 1)
 		return die_usage("check takes one XML or IMAGE");
 	xml = descriptor_path(argv[0]);
-	if (xml) {
-		rc = load_desc(xml, &d);
-		if (rc) {
-			/* A descriptor that does not load is a corrupt disk. */
-			rc = EX_CORRUPT;
-		} else {
-			rc = check_desc_images(d, repair, jarr);
-			prl_desc_free(d);
-		}
-	} else {
+	if (xml)
+		rc = check_desc(xml, repair, jarr);
+	else
 		rc = check_one(argv[0], repair, NULL, jarr);
-	}
 	free(xml);
 	if (cli.json) {
 		json_object *o = json_object_new_object();
@@ -840,7 +896,7 @@ static int cmd_snapshot(int argc, char **argv)
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return die_usage("snapshot needs a DiskDescriptor.xml (or its folder)");
-	rc = load_desc(xml, &d);
+	rc = load_desc_for_change(xml, &d);
 	free(xml);
 	if (rc)
 		return rc;
@@ -913,7 +969,7 @@ static int cmd_snapshot_delete(int argc, char **argv)
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return die_usage("snapshot-delete needs a DiskDescriptor.xml (or its folder)");
-	rc = load_desc(xml, &d);
+	rc = load_desc_for_change(xml, &d);
 	free(xml);
 	if (rc)
 		return rc;
@@ -1010,7 +1066,7 @@ static int cmd_switch(int argc, char **argv)
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return die_usage("switch needs a DiskDescriptor.xml (or its folder)");
-	rc = load_desc(xml, &d);
+	rc = load_desc_for_change(xml, &d);
 	free(xml);
 	if (rc)
 		return rc;
@@ -1108,7 +1164,7 @@ static int cmd_resize(int argc, char **argv, uint64_t size)
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return grow_image(argv[0], size, &err) ? fail_err(&err) : EX_OK;
-	rc = load_desc(xml, &d);
+	rc = load_desc_for_change(xml, &d);
 	free(xml);
 	if (rc)
 		return rc;
@@ -1163,7 +1219,7 @@ static int cmd_convert(int argc, char **argv, enum prl_format_version fmt,
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return convert_image(argv[0], fmt, &err) ? fail_err(&err) : EX_OK;
-	rc = load_desc(xml, &d);
+	rc = load_desc_for_change(xml, &d);
 	free(xml);
 	if (rc)
 		return rc;
@@ -1284,7 +1340,6 @@ int main(int argc, char **argv)
 		return cmd_resize(argc, argv, cli.size);
 	if (!strcmp(cmd, "convert"))
 		return cmd_convert(argc, argv, cli.fmt, cli.fmt_set);
-#ifdef PRLDISK_ACTIVATE
 	if (!strcmp(cmd, "activate"))
 		return cmd_activate(argc, argv);
 	if (!strcmp(cmd, "deactivate"))
@@ -1293,6 +1348,5 @@ int main(int argc, char **argv)
 		return cmd_list(argc, argv);
 	if (!strcmp(cmd, "status"))
 		return cmd_status(argc, argv);
-#endif
 	return die_usage("unknown command '%s'", cmd);
 }

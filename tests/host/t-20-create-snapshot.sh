@@ -72,3 +72,19 @@ expect_fail "$PRLDISK" create bad --size 1000
 expect_fail "$PRLDISK" create bad --size 1G --cluster-size 2G
 expect_fail "$PRLDISK" create big --size 3T --image-format v1
 [ ! -e big/DiskDescriptor.xml ] || fail "a refused create left a descriptor"
+
+# The disk's lock: while another prldisk holds it, every change is refused
+# with one line that says so, and the disk is left as it was.
+cp v2-1m/DiskDescriptor.xml before.xml
+exec 8> v2-1m/DiskDescriptor.xml.lck
+flock 8
+for cmd in "snapshot v2-1m" "check --repair v2-1m" "resize v2-1m --size 64M" \
+	"convert v2-1m --image-format v1"; do
+	rc=0; $PRLDISK $cmd 2> lock.err || rc=$?
+	expect_eq "$rc" 1 "prldisk $cmd while locked"
+	grep -q "is locked: another prldisk" lock.err || fail "prldisk $cmd: $(cat lock.err)"
+done
+exec 8>&-
+cmp before.xml v2-1m/DiskDescriptor.xml || fail "a refused change changed the descriptor"
+"$PRLDISK" snapshot v2-1m >/dev/null || fail "snapshot after the lock went away"
+note "lock: changes refused while held"
