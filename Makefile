@@ -8,6 +8,7 @@
 #   make sparse          module under sparse, warnings fatal
 #   make checkpatch      checkpatch.pl --strict on the kernel sources
 #   make demo            boot a VM, activate a Parallels disk stack, use it
+#   make bench           fio in a VM: parallels vs dm-linear (BENCH_KVER=6.12)
 
 # Default: the newest installed 6.1 headers (Debian 12's kernel).
 kver_of = $(shell ls -d /lib/modules/$(1)*/build 2>/dev/null | sort -V | tail -n 1 | cut -d/ -f4)
@@ -19,7 +20,7 @@ BUILD ?= $(CURDIR)/build
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) CONFIG_DEBUG_INFO_BTF_MODULES=
 
 .PHONY: all module userspace clean sparse checkpatch unit check check-long \
-	check-6.1 check-6.12 demo fuzz
+	check-6.1 check-6.12 demo fuzz bench
 
 all: module userspace
 
@@ -58,6 +59,15 @@ check-long:
 
 demo:
 	tests/demo.sh --kver "$(KVER)"
+
+# Not part of check: fio under TCG, ~10 min; the table is also saved in
+# build/bench-<kver>.txt.  BENCH_KVER: a version or its start (6.12).
+BENCH_KVER ?= $(KVER)
+BENCH_RUNTIME ?= 5
+BENCH_REPEAT ?= 5
+bench:
+	tests/bench/run-bench.sh --kver "$(call kver_of,$(BENCH_KVER))" \
+		--runtime "$(BENCH_RUNTIME)" --repeat "$(BENCH_REPEAT)"
 
 clean:
 	-$(KMAKE) clean

@@ -50,7 +50,10 @@ leftovers() {
 progress "ready $(cut -d' ' -f1 /proc/uptime)"
 rc_all=0
 while read -r t; do
-	f=$SRC/tests/vm/$t.sh log=$R/$t.log
+	f=$SRC/tests/vm/$t.sh
+	# A script elsewhere in the repo (tests/bench/...): named by its base name.
+	case $t in */*) f=$SRC/$t.sh t=${t##*/} ;; esac
+	log=$R/$t.log
 	secs=$(sed -n 's/^# vm-timeout: *\([0-9][0-9]*\).*/\1/p' "$f" | head -n 1)
 	secs=${secs:-300}
 	export T=/tmp/t/$t	# the test's scratch dir, and its cwd

@@ -16,7 +16,9 @@
 #   --long          also run tests/vm/t-long-*.sh
 #   --results DIR   logs: <test>.log, <test>.dmesg, console.log, progress
 #                   (default build/<kver>/results, emptied first)
-#   TEST            t-name (or its path): run only these
+#   TEST            t-name (or its path): run only these; or the path of a
+#                   script elsewhere in the repo (tests/bench/b-fio.sh), run
+#                   and reported the same way under its base name
 #
 # A test's own timeout is 300 s unless it has a "# vm-timeout: SECS" line.
 set -u
@@ -38,7 +40,14 @@ while [ $# -gt 0 ]; do
 	--long) long=1 ;;
 	--results) results=${2-}; shift ;;
 	-*) usage ;;
-	*) t=${1##*/}; sel+=("${t%.sh}") ;;
+	*)	t=${1%.sh} d=
+		case $t in */*) d=$(cd "$(dirname "$t")" 2>/dev/null && pwd) ;; esac
+		case $d in
+		"$VM"|'') t=${t##*/} ;;
+		"$SRC"/*) t=${d#"$SRC"/}/${t##*/} ;;	# a script outside tests/vm
+		*) t=${t##*/} ;;
+		esac
+		sel+=("$t") ;;
 	esac
 	shift
 done
@@ -46,11 +55,12 @@ done
 # --- TAP output -------------------------------------------------------------
 n=0 npass=0 nfail=0 nskip=0
 declare -A done_test=()
-report() { # report ok|skip|fail TEST [REASON]
+report() { # report ok|skip|fail TEST [REASON [SECONDS]]
 	n=$((n + 1))
+	set -- "$1" "${2##*/}" "${3-}" "${4:+ (${4}s)}"	# outside tests/vm: base name
 	done_test[$2]=1
 	case $1 in
-	ok) npass=$((npass + 1)); echo "ok $n - $kver/$2" ;;
+	ok) npass=$((npass + 1)); echo "ok $n - $kver/$2$4" ;;
 	skip) nskip=$((nskip + 1)); echo "ok $n - $kver/$2 # SKIP${3:+ $3}" ;;
 	*) nfail=$((nfail + 1)); echo "not ok $n - $kver/$2${3:+ # $3}" ;;
 	esac
@@ -66,8 +76,9 @@ finish() {
 tests=()
 if [ ${#sel[@]} -gt 0 ]; then
 	for t in "${sel[@]}"; do
-		if [ -x "$VM/$t.sh" ]; then tests+=("$t")
-		else report fail "$t" "no executable tests/vm/$t.sh"; fi
+		f=$VM/$t.sh && case $t in */*) f=$SRC/$t.sh ;; esac
+		if [ -x "$f" ]; then tests+=("$t")
+		else report fail "$t" "no executable ${f#"$SRC"/}"; fi
 	done
 else
 	for f in "$VM"/t-*.sh; do
@@ -81,7 +92,7 @@ fi
 
 fail_all() { # fail_all REASON: every test not reported yet fails
 	for t in "${tests[@]}"; do
-		[ -n "${done_test[$t]-}" ] || report fail "$t" "$1"
+		[ -n "${done_test[${t##*/}]-}" ] || report fail "$t" "$1"
 	done
 }
 
@@ -105,6 +116,7 @@ mkdir -p "$B" "$R" && R=$(cd "$R" && pwd) || exit 1
 exec 9> "$B/lock"
 flock -n 9 || { echo "# waiting for another run-vm.sh on $kver"; flock 9; }
 rm -f "$R"/{progress,console.log,setup.log,tests.list,guest.env} "$R"/t-*.{log,dmesg}
+for t in "${tests[@]}"; do rm -f "$R/${t##*/}".{log,dmesg}; done
 
 # --- the module, built out of tree from a copy of the sources ---------------
 # A copy, so the source tree's own build products (maybe for another kernel)
@@ -213,8 +225,9 @@ KVER='$kver'
 MODULE='$module'
 EOF
 test_timeout() { # the per-test timeout, from a "# vm-timeout: SECS" line
-	local s
-	s=$(sed -n 's/^# vm-timeout: *\([0-9][0-9]*\).*/\1/p' "$VM/$1.sh" | head -n 1)
+	local s f=$VM/$1.sh
+	case $1 in */*) f=$SRC/$1.sh ;; esac
+	s=$(sed -n 's/^# vm-timeout: *\([0-9][0-9]*\).*/\1/p' "$f" | head -n 1)
 	echo "${s:-300}"
 }
 if [ -z "$vm_timeout" ]; then
@@ -246,7 +259,7 @@ for sig in HUP INT PIPE TERM; do trap "kill $qpid 2>/dev/null; exit 1" $sig; don
 # --- follow the guest's progress file, reporting each test as it ends ---------
 seen=0 running='' boot='' finished=''
 follow() {
-	local line t v why
+	local line t v d why
 	[ -f "$R/progress" ] || return 0
 	while IFS= read -r line; do	# an unfinished last line is read next time
 		seen=$((seen + 1))
@@ -255,11 +268,11 @@ follow() {
 		ready) boot=$2
 			[ ! -s "$R/setup.log" ] || comment < "$R/setup.log" ;;
 		start) running=$2 ;;
-		end)	running='' t=$2 v=$3; shift 4; why=$*
+		end)	running='' t=$2 v=$3 d=$4; shift 4; why=$*
 			if [ "$v" = skip ]; then
 				why=$(sed -n 's/^# SKIP:* *//p' "$R/$t.log" | tail -n 1)
 			fi
-			report "$v" "$t" "$why"
+			report "$v" "$t" "$why" "$d"
 			[ "$v" != fail ] || tail -n 40 "$R/$t.log" | comment ;;
 		done) finished=1 ;;
 		esac
