@@ -24,9 +24,15 @@ import json
 import mmap
 import os
 import random
+import runpy
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import poison  # noqa: E402
 
 FLUSH, FUA, DISCARD, MARK = 1, 2, 4, 8
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -78,11 +84,52 @@ def entries(log_path):
                 data_pos if has_data else None
 
 
-def check_point(img, lower, ops, sectors, done, label):
+def structure(pt, label, poisoned=False, qemu_map=True):
+    """The structural checks of a crash point image PT (a scratch copy: its
+    in_use field is set to closed, as a repair would): our map check (with
+    qemu_map, check-image.py on qemu-img map; always the same checks on the
+    BAT as read here), no BAT entry at never-written (poisoned) data,
+    qemu-img check (leaks allowed)."""
+    if qemu_map:
+        argv = sys.argv                    # check-image.py, without a new python
+        try:
+            sys.argv = ['check-image.py', pt]
+            runpy.run_path(os.path.join(TOOLS, 'check-image.py'), run_name='__main__')
+        except SystemExit as e:
+            if e.code:
+                sys.exit('%s: check-image.py failed' % label)
+        finally:
+            sys.argv = argv
+    bad = poison.problems(pt)
+    if bad:
+        for b in bad[:3]:
+            print('# %s: %s' % (label, b))
+        sys.exit('%s: the BAT is not sound' % label)
+    if poisoned:
+        bad = poison.check(pt)
+        if bad:
+            for b in bad[:3]:
+                print('# %s: %s' % (label, b))
+            sys.exit('%s: %d BAT entries point at never-written clusters' % (label, len(bad)))
+    with open(pt, 'r+b') as f:            # what a repair of in_use does
+        f.seek(44)
+        f.write(struct.pack('<I', 0x312e3276))
+    rc = subprocess.run(['qemu-img', 'check', '-q', '-f', 'parallels', pt],
+                        capture_output=True).returncode
+    if rc not in (0, 3):
+        sys.exit('%s: qemu-img check exit %d' % (label, rc))
+
+
+def scratch_dir():
+    """Where the crash point images go: tmpfs when there is one, so that the
+    copies and the flushes of the tables over them cost no disk I/O."""
+    return tempfile.mkdtemp(prefix='crash.', dir='/dev/shm' if os.path.isdir('/dev/shm') else '.')
+
+
+def check_point(img, lower, ops, sectors, done, label, poisoned):
     """done: number of steps whose fsync returned before this point."""
-    pt = 'point.hds'
+    pt = os.path.join(os.path.dirname(img), 'point.hds')
     subprocess.run(['cp', '--sparse=always', img, pt], check=True)
-    subprocess.run([sys.executable, os.path.join(TOOLS, 'check-image.py'), pt], check=True)
 
     loop = subprocess.run(['losetup', '-r', '-f', '--show', pt], check=True,
                           capture_output=True, text=True).stdout.strip()
@@ -100,14 +147,7 @@ def check_point(img, lower, ops, sectors, done, label):
         subprocess.run(['losetup', '-d', loop])
         if lloop:
             subprocess.run(['losetup', '-d', lloop])
-
-    with open(pt, 'r+b') as f:            # what a repair of in_use does
-        f.seek(44)
-        f.write(struct.pack('<I', 0x312e3276))
-    rc = subprocess.run(['qemu-img', 'check', '-q', '-f', 'parallels', pt],
-                        capture_output=True).returncode
-    if rc not in (0, 3):
-        sys.exit('%s: qemu-img check exit %d' % (label, rc))
+    structure(pt, label, poisoned)
 
     # Expected: the lower device (or zeros), then every completed step.
     want = bytearray(sectors * 512)
@@ -133,11 +173,33 @@ def check_point(img, lower, ops, sectors, done, label):
         sys.exit('%s: %d sectors wrong' % (label, bad))
 
 
-def check(log_path, image, lower, ops_path, sectors):
-    ops = json.load(open(ops_path))
-    work = 'work.hds'
+def sparse_copy(src, dst):
+    """Copy SRC over DST in place (the same inode: a loop device may be
+    attached to it), holes as holes, without a new process."""
+    size = os.path.getsize(src)
+    with open(src, 'rb') as f, open(dst, 'r+b' if os.path.exists(dst) else 'wb') as g:
+        g.truncate(0)
+        fd, off = f.fileno(), 0
+        while off < size:
+            try:
+                off = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, off, os.SEEK_HOLE)
+            f.seek(off)
+            g.seek(off)
+            while off < end:
+                buf = f.read(min(end - off, 4 << 20))
+                g.write(buf)
+                off += len(buf)
+        g.truncate(size)
+
+
+def replay(log_path, image, work):
+    """Copy IMAGE to WORK and apply LOG to it entry by entry; at every FLUSH,
+    FUA and mark entry (WORK then holds what a crash there leaves) yield
+    (index, flags, mark)."""
     subprocess.run(['cp', '--sparse=always', image, work], check=True)
-    done = points = 0
     with open(log_path, 'rb') as log, open(work, 'r+b') as w:
         for idx, sector, nsec, flags, mark, data_pos in entries(log_path):
             if data_pos is not None:
@@ -147,20 +209,38 @@ def check(log_path, image, lower, ops_path, sectors):
             elif flags & DISCARD:
                 w.seek(sector * 512)
                 w.write(bytes(nsec * 512))
-            if mark and mark.startswith('step-'):
-                done = int(mark[5:]) + 1
             if flags & (FLUSH | FUA | MARK):
                 w.flush()
-                check_point(work, lower, ops, sectors, done, 'entry %d (%s)' % (
-                    idx, mark or ('flush' if flags & FLUSH else 'fua')))
-                points += 1
+                yield idx, flags, mark
+
+
+def point_name(idx, flags, mark):
+    return 'entry %d (%s)' % (idx, mark or ('flush' if flags & FLUSH else 'fua'))
+
+
+def check(log_path, image, lower, ops_path, sectors, poisoned=False):
+    ops = json.load(open(ops_path))
+    done = points = 0
+    tmp = scratch_dir()
+    try:
+        work = os.path.join(tmp, 'work.hds')
+        for idx, flags, mark in replay(log_path, image, work):
+            if mark and mark.startswith('step-'):
+                done = int(mark[5:]) + 1
+            check_point(work, lower, ops, sectors, done, point_name(idx, flags, mark),
+                        poisoned)
+            points += 1
+    finally:
+        shutil.rmtree(tmp)
     if done != len(ops):
         sys.exit('only %d of %d step marks found in the log' % (done, len(ops)))
     print('# %d crash points checked, %d steps' % (points, done))
 
 
-if sys.argv[1] == 'workload':
-    workload(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]),
-             int(sys.argv[7]))
-else:
-    check(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))
+if __name__ == '__main__':
+    if sys.argv[1] == 'workload':
+        workload(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]),
+                 int(sys.argv[7]))
+    else:
+        check(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]),
+              sys.argv[7:8] == ['poisoned'])
