@@ -2,11 +2,12 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Every test, as one TAP stream:  tests/run-all.sh [--long] --kver K [--kver K2 ...]
-#   unit            make -C userspace check (its TAP lines, renumbered)
-#   host/<test>     tests/host/run.sh: prldisk offline, against QEMU and ploop
 #   checkpatch      make checkpatch
 #   K/sparse        make sparse KVER=K, for each kernel
-#   K/<test>        tests/vm/run-vm.sh --kver K, for each kernel
+#   unit            make -C userspace check (its TAP lines, renumbered)
+#   host/<test>     tests/host/run.sh: prldisk offline, against QEMU and ploop
+#   K/<test>        tests/vm/run-vm.sh --kver K, for each kernel (the first
+#                   one runs in the background during unit and host)
 # Ends with exactly one line "N passed, N failed[, N skipped]"; exit 1 if
 # anything failed.  An empty or uninstalled kernel is a failure, not a skip.
 set -u
@@ -74,6 +75,42 @@ check() {
 
 start=$(date +%s)
 
+check checkpatch make checkpatch
+
+# The kernels: installed, and sparse-clean (sparse cleans and builds the
+# module in the source tree, so it runs before any VM copies the sources).
+[ ${#kvers[@]} -gt 0 ] || tap fail "kernels" "no --kver given"
+vm_kvers=()
+for k in "${kvers[@]}"; do
+	if [ -z "$k" ]; then
+		tap fail "kernel" "empty kernel version: are the 6.1 and 6.12 headers installed? (tests/install-deps.sh)"
+		continue
+	fi
+	if [ ! -e "/boot/vmlinuz-$k" ] || [ ! -d "/lib/modules/$k/build" ]; then
+		tap fail "$k" "kernel or headers for $k not installed (tests/install-deps.sh)"
+		continue
+	fi
+	check "$k/sparse" make sparse KVER="$k"
+	vm_kvers+=("$k")
+done
+
+# prldisk, for the host tests and the VM tests that use it.
+built=1
+make -C userspace > "$LOGS/userspace-build.log" 2>&1 || built=
+
+# The first kernel's VM suite runs while the host tests do: the VM is
+# mostly one busy vCPU, the host tests mostly one process, and there are
+# two cores.  Its TAP lines are relayed once the host tests are done.
+bg_pid='' bg_t0=''
+if [ ${#vm_kvers[@]} -gt 0 ]; then
+	: > "$LOGS/vm-${vm_kvers[0]}.raw"
+	bg_t0=$(date +%s)
+	tests/vm/run-vm.sh $long --kver "${vm_kvers[0]}" > "$LOGS/vm-${vm_kvers[0]}.raw" 2>&1 &
+	bg_pid=$!
+	trap 'kill "$bg_pid" 2>/dev/null' EXIT	# no VM outlives this run
+	echo "# ${vm_kvers[0]}: VM suite started in the background"
+fi
+
 # Host unit tests.  A make that fails without saying "not ok" is one failure.
 : > "$LOGS/unit.log"
 make -C userspace check 2>&1 | relay unit/ "$LOGS/unit.log"
@@ -84,7 +121,7 @@ if [ "$rc" -ne 0 ] && [ "$relayed_fail" -eq 0 ]; then
 fi
 
 # prldisk's offline tests on the host, against QEMU and ploop.
-if make -C userspace > "$LOGS/userspace-build.log" 2>&1; then
+if [ -n "$built" ]; then
 	: > "$LOGS/host.log"
 	tests/host/run.sh 2>&1 | relay "" "$LOGS/host.log"
 	rc=${PIPESTATUS[0]}
@@ -97,27 +134,26 @@ else
 	tail -n 40 "$LOGS/userspace-build.log" | comment
 fi
 
-check checkpatch make checkpatch
-
-[ ${#kvers[@]} -gt 0 ] || tap fail "kernels" "no --kver given"
-for k in "${kvers[@]}"; do
-	if [ -z "$k" ]; then
-		tap fail "kernel" "empty kernel version: are the 6.1 and 6.12 headers installed? (tests/install-deps.sh)"
-		continue
+# vm_done K RC: a VM suite that failed without saying "not ok" is a failure.
+vm_done() {
+	if [ "$2" -ne 0 ] && [ "$relayed_fail" -eq 0 ]; then
+		tap fail "$1/vm" "tests/vm/run-vm.sh exited $2"
+		tail -n 40 "$LOGS/vm-$1.log" | comment
 	fi
-	if [ ! -e "/boot/vmlinuz-$k" ] || [ ! -d "/lib/modules/$k/build" ]; then
-		tap fail "$k" "kernel or headers for $k not installed (tests/install-deps.sh)"
-		continue
-	fi
-	check "$k/sparse" make sparse KVER="$k"
-	t0=$(date +%s)
+}
+for k in "${vm_kvers[@]}"; do
 	: > "$LOGS/vm-$k.log"
-	tests/vm/run-vm.sh $long --kver "$k" 2>&1 | relay "" "$LOGS/vm-$k.log"
-	rc=${PIPESTATUS[0]}
-	if [ "$rc" -ne 0 ] && [ "$relayed_fail" -eq 0 ]; then
-		tap fail "$k/vm" "tests/vm/run-vm.sh exited $rc"
-		tail -n 40 "$LOGS/vm-$k.log" | comment
+	if [ "$k" = "${vm_kvers[0]}" ]; then
+		t0=$bg_t0
+		tail -n +1 -f --pid="$bg_pid" "$LOGS/vm-$k.raw" | relay "" "$LOGS/vm-$k.log"
+		wait "$bg_pid"
+		rc=$?
+	else
+		t0=$(date +%s)
+		tests/vm/run-vm.sh $long --kver "$k" 2>&1 | relay "" "$LOGS/vm-$k.log"
+		rc=${PIPESTATUS[0]}
 	fi
+	vm_done "$k" "$rc"
 	echo "# $k: VM suite took $(($(date +%s) - t0)) s"
 done
 

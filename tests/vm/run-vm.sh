@@ -239,9 +239,10 @@ fi
 scratch=$B/scratch.img
 rm -f "$scratch" && truncate -s 16G "$scratch" &&
 	mkfs.ext4 -q -F -O ^has_journal -i 1048576 -E nodiscard "$scratch" || exit 1
+debug_args=${VM_DEBUG_ARGS-slub_debug=FZPU page_poison=1}
 qemu=(qemu-system-x86_64 -machine q35,accel=tcg -smp 2 -m 3072 -nodefaults
 	-kernel "/boot/vmlinuz-$kver" -initrd "$initrd"
-	-append "console=ttyS0 panic=-1 oops=panic panic_on_warn=1 hung_task_panic=1 slub_debug=FZPU page_poison=1 log_buf_len=8M"
+	-append "console=ttyS0 panic=-1 oops=panic panic_on_warn=1 hung_task_panic=1 $debug_args log_buf_len=8M"
 	-display none -serial stdio -no-reboot
 	-device isa-debug-exit,iobase=0xf4,iosize=0x04
 	-drive "file=$scratch,if=virtio,format=raw,cache=unsafe,discard=unmap"
