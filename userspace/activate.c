@@ -41,6 +41,7 @@
 #include <libdevmapper.h>
 #include <libgen.h>
 #include <limits.h>
+#include <signal.h>
 #include <linux/dm-ioctl.h>
 #include <linux/loop.h>
 #include <stdarg.h>
@@ -54,14 +55,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "activate.h"
 #include "check.h"
 #include "cli.h"
 
-/* dm UUIDs of our tables: PRLDISK-<guid without braces>-<name>. */
-#define UUID_PREFIX	"PRLDISK-"
 /* Room for "-<guid>" and the UUID prefix inside dm's 128-byte limits. */
 #define NAME_MAX_LEN	64
-#define GUID_BARE_LEN	36
 /* A chain longer than this is a loop in the tables, not a disk. */
 #define MAX_DEPTH	1024
 
@@ -85,16 +84,26 @@ dm_log(int level, const char *file, int line, int dm_errno, const char *f, ...)
 	va_end(ap);
 }
 
-static void dm_setup(void)
+void dm_setup(void)
 {
 	dm_log_with_errno_init(dm_log);
+}
+
+void fault_point(const char *point)
+{
+	const char *f = getenv("PRLDISK_FAULT");
+
+	if (!f || strcmp(f, point))
+		return;
+	fprintf(stderr, "%s: PRLDISK_FAULT: killed after %s\n", prog, point);
+	kill(getpid(), SIGKILL);
 }
 
 /*
  * The kernel explains a refused table only in its log: read the
  * "device-mapper: table: 253:0: parallels: <why>" line it printed.
  */
-static int kmsg_open(void)
+int kmsg_open(void)
 {
 	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 
@@ -103,7 +112,7 @@ static int kmsg_open(void)
 	return fd;
 }
 
-static void kmsg_reason(int fd, char *out, size_t len)
+void kmsg_reason(int fd, char *out, size_t len)
 {
 	static const char tag[] = "device-mapper: table: ";
 	char rec[2048];
@@ -138,7 +147,7 @@ static void kmsg_reason(int fd, char *out, size_t len)
 	close(fd);
 }
 
-static int dm_err(struct prl_err *err, struct dm_task *dmt, const char *what,
+int dm_err(struct prl_err *err, struct dm_task *dmt, const char *what,
 		  const char *name)
 {
 	int e = dmt ? dm_task_get_errno(dmt) : 0;
@@ -152,7 +161,7 @@ static int dm_err(struct prl_err *err, struct dm_task *dmt, const char *what,
 			what, obj, dm_last[0] ? ": " : "", dm_last);
 }
 
-static struct dm_task *dm_task_named(int type, const char *name)
+struct dm_task *dm_task_named(int type, const char *name)
 {
 	struct dm_task *dmt;
 
@@ -170,7 +179,7 @@ static struct dm_task *dm_task_named(int type, const char *name)
  * udev's disk rules: they hold older copies of the top's file system, whose
  * UUID and label must not point at them.
  */
-static int dm_create(const char *name, const char *uuid, uint64_t len,
+int dm_create(const char *name, const char *uuid, uint64_t len,
 		     const char *type, const char *params, bool ro, bool hidden,
 		     dev_t *dev, struct prl_err *err)
 {
@@ -216,7 +225,7 @@ out:
 }
 
 /* Simple named operations: remove (retried while udev probes), suspend, resume. */
-static int dm_simple(int type, const char *name, struct prl_err *err)
+int dm_simple(int type, const char *name, struct prl_err *err)
 {
 	struct dm_task *dmt = dm_task_named(type, name);
 	const char *what = type == DM_DEVICE_REMOVE ? "remove" :
@@ -249,23 +258,6 @@ out:
 	return r;
 }
 
-/* What we know of one dm device: its info, its only target, its status. */
-struct dmdev {
-	bool exists;
-	char name[DM_NAME_LEN];
-	char uuid[DM_UUID_LEN];
-	dev_t dev;
-	bool ro, suspended;
-	int open_count;
-	bool parallels, linear;	/* its single target */
-	char target[32];
-	uint64_t len;
-	dev_t image;		/* parallels: image_dev; linear: the device */
-	dev_t lower;		/* parallels: lower_dev, 0 for "-" */
-	bool have_status;
-	uint64_t alloc, total, cluster_sectors, end, nospc;
-	char state[16];
-};
 
 static int parse_devno(const char *s, dev_t *dev)
 {
@@ -281,14 +273,17 @@ static int parse_devno(const char *s, dev_t *dev)
 static void parse_table(struct dmdev *o, const char *type, const char *params)
 {
 	char a[64], b[64];
+	int end = 0;
 
 	snprintf(o->target, sizeof(o->target), "%s", type);
 	if (!strcmp(type, "parallels") &&
-	    sscanf(params, "%63s %63s", a, b) == 2 && !parse_devno(a, &o->image) &&
+	    sscanf(params, "%63s %63s%n", a, b, &end) == 2 && !parse_devno(a, &o->image) &&
 	    (!strcmp(b, "-") || !parse_devno(b, &o->lower))) {
 		o->parallels = true;
 		if (!strcmp(b, "-"))
 			o->lower = 0;
+		/* The opt args, so a reload can keep them. */
+		snprintf(o->opts, sizeof(o->opts), "%s", params + end + strspn(params + end, " "));
 	} else if (!strcmp(type, "linear") && sscanf(params, "%63s", a) == 1 &&
 		   !parse_devno(a, &o->image)) {
 		o->linear = true;
@@ -327,7 +322,7 @@ static struct dm_task *dm_ask(int type, const char *name, dev_t dev)
 }
 
 /* Fill @o (o->exists false: there is no such device). */
-static int dm_query(const char *name, dev_t dev, struct dmdev *o,
+int dm_query(const char *name, dev_t dev, struct dmdev *o,
 		    struct prl_err *err)
 {
 	uint64_t start, length;
@@ -378,7 +373,7 @@ out:
 }
 
 /* Every dm device's name; *names is malloc'ed, each entry too. */
-static int dm_names(char ***names, size_t *nr, struct prl_err *err)
+int dm_names(char ***names, size_t *nr, struct prl_err *err)
 {
 	struct dm_task *dmt;
 	struct dm_names *nm;
@@ -416,7 +411,7 @@ out:
 	return r;
 }
 
-static void free_names(char **names, size_t nr)
+void free_names(char **names, size_t nr)
 {
 	size_t i;
 
@@ -485,7 +480,7 @@ static bool is_bare_guid(const char *s)
 }
 
 /* "<name>-<guid without braces>": a layer below the top of disk <name>. */
-static void layer_name(char *out, size_t len, const char *name, const char *guid)
+void layer_name(char *out, size_t len, const char *name, const char *guid)
 {
 	snprintf(out, len, "%s-%.*s", name, GUID_BARE_LEN, guid + 1);
 }
@@ -587,7 +582,7 @@ static int open_dev(dev_t dev, int flags)
 }
 
 /* A loop device's backing file (its path as the kernel has it), or -errno. */
-static int loop_backing(dev_t dev, char *buf, size_t len)
+int loop_backing(dev_t dev, char *buf, size_t len)
 {
 	return blk_attr(dev, "loop/backing_file", buf, len);
 }
@@ -633,16 +628,7 @@ static void top_holder(dev_t dev, char *out, size_t len)
 	}
 }
 
-/* Where an image file or device is in use: a loop over it, or a holder. */
-struct attach {
-	char dev[32];		/* /dev/loopN, or the image's block device */
-	bool rw;		/* could be written through it */
-	char holder[DM_NAME_LEN];	/* topmost dm device over it, or "" */
-};
-
-#define MAX_ATTACH	8
-
-static int attachments(const char *path, struct attach *a, size_t max)
+int attachments(const char *path, struct attach *a, size_t max)
 {
 	char back[PATH_MAX], kn[64];
 	struct stat st, bs;
@@ -776,12 +762,6 @@ static int lock_maybe(const struct prl_desc *d, bool ro, struct prl_err *err)
 
 /* ---- loop devices ------------------------------------------------------- */
 
-struct loopdev {
-	int fd;			/* our hold on it: closing it may detach it */
-	dev_t dev;
-	bool dio;
-};
-
 static int open_loop_nr(long nr, int flags)
 {
 	char p[32], a[64], v[32];
@@ -809,7 +789,7 @@ static int open_loop_nr(long nr, int flags)
  * (the kernel silently keeps buffered I/O otherwise; some refuse the flag,
  * then it is set up buffered).  The loop stays held by l->fd.
  */
-static int loop_attach(const char *path, bool ro, struct loopdev *l,
+int loop_attach(const char *path, bool ro, struct loopdev *l,
 		       struct prl_err *err)
 {
 	struct loop_info64 info;
@@ -879,7 +859,7 @@ out:
 	return r;
 }
 
-static void loop_release(struct loopdev *l)
+void loop_release(struct loopdev *l)
 {
 	if (l->fd >= 0)
 		close(l->fd);
@@ -923,7 +903,7 @@ static void loop_settle(dev_t dev, dev_t fdev, ino_t ino)
  * loop device the user set up and named as a block-device image: that one
  * is neither detached nor has its file truncated.
  */
-static int loop_ident(dev_t dev, dev_t *fdev, ino_t *ino)
+int loop_ident(dev_t dev, dev_t *fdev, ino_t *ino)
 {
 	struct loop_info64 info;
 	int fd = open_dev(dev, O_RDONLY), r = -1;
@@ -970,7 +950,7 @@ struct act {
 };
 
 /* Largest size the image can reach: every BAT entry allocated. */
-static uint64_t max_sectors(const struct prl_image *img)
+uint64_t max_sectors(const struct prl_image *img)
 {
 	const struct prl_geom *g = &img->geom;
 	uint64_t cs = g->cluster_sectors;
@@ -1181,6 +1161,8 @@ static int setup(struct act *a, struct prl_err *err)
 	int r;
 
 	r = pre_extend(a, &a->L[a->n - 1], err);
+	if (!r)
+		fault_point("activate:extend");
 	for (i = 0; i < a->n && !r; i++) {
 		struct layer *l = &a->L[i];
 		struct stat st;
@@ -1196,11 +1178,15 @@ static int setup(struct act *a, struct prl_err *err)
 			l->dev = l->loop.dev;
 		}
 	}
+	if (!r)
+		fault_point("activate:loops");
 	for (i = 0; i < a->n && !r; i++) {
 		struct layer *l = &a->L[i];
 
 		if (l->plain && !l->top)
 			continue;
+		if (l->top)
+			fault_point("activate:layer");	/* the layers below exist */
 		layer_table(a, i, type, sizeof(type), params, sizeof(params));
 		snprintf(uuid, sizeof(uuid), UUID_PREFIX "%.*s-%s", GUID_BARE_LEN,
 			 l->im->guid + 1, a->name);
@@ -1210,6 +1196,8 @@ static int setup(struct act *a, struct prl_err *err)
 	}
 	if (r)
 		undo(a);
+	else
+		fault_point("activate:top");
 	return r;
 }
 
@@ -1359,7 +1347,7 @@ struct chain {
 	dev_t raw;		/* the loop of a Plain root below, or 0 */
 };
 
-static bool ours(const struct dmdev *o)
+bool ours(const struct dmdev *o)
 {
 	return o->parallels ||
 	       !strncmp(o->uuid, UUID_PREFIX, strlen(UUID_PREFIX));
@@ -1414,7 +1402,7 @@ static int chain_walk(const struct dmdev *top, struct chain *c, struct prl_err *
  * The top file, opened before its table goes, for the truncation after:
  * the loop device tells which file it serves (device and inode).
  */
-static int open_top_file(dev_t loop, struct stat *st)
+int open_top_file(dev_t loop, struct stat *st)
 {
 	char back[PATH_MAX];
 	dev_t fdev;
@@ -1481,22 +1469,21 @@ static int remove_strays(const char *name, int *removed, struct prl_err *err)
 }
 
 /*
- * Nothing active: a pre-extension left by an interrupted activation is cut
- * back to the image end, if the image was closed cleanly (an in-use one is
- * for check --repair) and no one has it attached.
+ * A pre-extension left by an interrupted activation (or online snapshot,
+ * on what is a lower layer now) is cut back to the image end, if the image
+ * was closed cleanly (an in-use one is for check --repair) and no one has
+ * it attached.
  */
-static void recover_tail(const struct prl_desc *d)
+static void cut_tail(const char *path)
 {
-	const struct prl_desc_image *im = prl_desc_image(d, d->top);
 	struct attach at[MAX_ATTACH];
 	struct prl_image *img;
 	struct prl_err e;
 	uint64_t end = 0;
 	bool cut = false;
 
-	if (!im || im->type == PRL_IMAGE_PLAIN ||
-	    attachments(im->path, at, MAX_ATTACH) > 0 ||
-	    prl_image_open(im->path, 0, &img, &e))
+	if (attachments(path, at, MAX_ATTACH) > 0 ||
+	    prl_image_open(path, 0, &img, &e))
 		return;
 	if (!img->blkdev && img->geom.in_use != PRL_IN_USE_OPEN &&
 	    img->file_sectors > img->end) {
@@ -1506,13 +1493,23 @@ static void recover_tail(const struct prl_desc *d)
 	prl_image_close(img, &e);
 	if (!cut)
 		return;
-	if (truncate(im->path, (off_t)(end << PRL_SECTOR_SHIFT)))
+	if (truncate(path, (off_t)(end << PRL_SECTOR_SHIFT)))
 		fprintf(stderr, "%s: warning: cannot truncate %s: %s\n", prog,
-			im->path, strerror(errno));
+			path, strerror(errno));
 	else
 		fprintf(stderr, "%s: cut %s back to its image end (%" PRIu64
 			" bytes), left longer by an interrupted activation\n",
-			prog, im->path, end << PRL_SECTOR_SHIFT);
+			prog, path, end << PRL_SECTOR_SHIFT);
+}
+
+/* Nothing active: every image of the disk, cut back if it was left longer. */
+static void recover_tail(const struct prl_desc *d)
+{
+	size_t i;
+
+	for (i = 0; i < d->nr_images; i++)
+		if (d->images[i].type != PRL_IMAGE_PLAIN)
+			cut_tail(d->images[i].path);
 }
 
 /* Without an XML: lock the descriptor next to the top image, if there is one. */
@@ -1545,7 +1542,7 @@ static int lock_by_file(dev_t image)
  * below what the BAT on disk uses (the image as it is now, read back):
  * the on-disk metadata is what the next open trusts.
  */
-static void cut_top(int fd, const struct stat *st, uint64_t end)
+void cut_top(int fd, const struct stat *st, uint64_t end)
 {
 	struct prl_image *img;
 	struct prl_err e;
@@ -1577,13 +1574,19 @@ static int take_down(struct chain *c, struct prl_err *err)
 	bool end_ok = false;
 	int tfd = -1, r;
 	size_t i;
-	struct { dev_t dev, fdev; ino_t ino; bool ok; } *loops;
+	struct { dev_t dev, fdev; ino_t ino; bool ok; char *file; } *loops;
 
 	loops = prl_xcalloc(c->n + 1, sizeof(*loops));
 	for (i = 0; i < c->n; i++) {
+		char back[PATH_MAX];
+
 		loops[i].dev = c->dm[i].image;
 		loops[i].ok = c->dm[i].image &&
 			      !loop_ident(c->dm[i].image, &loops[i].fdev, &loops[i].ino);
+		/* A layer below may still be pre-extended (an interrupted snapshot). */
+		if (i && loops[i].ok && c->dm[i].parallels &&
+		    !loop_backing(c->dm[i].image, back, sizeof(back)))
+			loops[i].file = prl_xstrdup(back);
 	}
 	loops[c->n].dev = c->raw;
 	loops[c->n].ok = c->raw && !loop_ident(c->raw, &loops[c->n].fdev,
@@ -1594,6 +1597,7 @@ static int take_down(struct chain *c, struct prl_err *err)
 		r = dm_simple(DM_DEVICE_SUSPEND, top->name, err);
 		if (r)
 			goto out;
+		fault_point("deactivate:suspend");
 		if (!dm_query(top->name, 0, &now, err) && now.have_status) {
 			end = now.end;
 			end_ok = !strcmp(now.state, "rw");
@@ -1610,16 +1614,23 @@ static int take_down(struct chain *c, struct prl_err *err)
 			dm_simple(DM_DEVICE_RESUME, top->name, &e2);
 		goto out;
 	}
+	fault_point("deactivate:top");
 	if (tfd >= 0 && end_ok)
 		cut_top(tfd, &st, end);
+	fault_point("deactivate:truncate");
 	for (i = 1; i < c->n && !r; i++)
 		r = dm_simple(DM_DEVICE_REMOVE, c->dm[i].name, err);
 	for (i = 0; i <= c->n; i++)
 		if (loops[i].ok)
 			loop_settle(loops[i].dev, loops[i].fdev, loops[i].ino);
+	for (i = 1; i < c->n && !r; i++)
+		if (loops[i].file)
+			cut_tail(loops[i].file);
 out:
 	if (tfd >= 0)
 		close(tfd);
+	for (i = 0; i < c->n; i++)
+		free(loops[i].file);
 	free(loops);
 	return r;
 }

@@ -44,6 +44,10 @@ int load_desc(const char *path, struct prl_desc **d);
 /* Print @o pretty and drop it. */
 void json_print(json_object *o);
 
+/* prldisk.c: a new empty delta image at @path, @d's size and cluster size. */
+int prl_create_delta(const struct prl_desc *d, const char *path,
+		     struct prl_err *err);
+
 /* activate.c */
 int cmd_activate(int argc, char **argv);
 int cmd_deactivate(int argc, char **argv);
@@ -66,5 +70,20 @@ int prl_disk_lock(const struct prl_desc *d, struct prl_err *err);
 /* The same, for the descriptor at @xml, before it is loaded. */
 int prl_lock_path(const char *xml, struct prl_err *err);
 void prl_disk_unlock(int fd);
+
+/* online.c */
+/*
+ * 1 if @d is active read-write through prldisk activate (its top can be
+ * snapshotted online), 0 if not, -errno with a message for an active disk
+ * that cannot be (read-only, Plain or block-device top, suspended...).
+ */
+int prl_active_rw(const struct prl_desc *d, struct prl_err *err);
+/*
+ * The snapshot of an active disk: @d already has @snap as the old top's
+ * GUID; a new top @newtop in @file (in @d's folder) is created, put live
+ * under the disk's device and saved in @d.  With the disk's lock held.
+ */
+int prl_snapshot_online(struct prl_desc *d, const char *file, const char *snap,
+			const char *newtop, struct prl_err *err);
 
 #endif /* PRL_CLI_H */

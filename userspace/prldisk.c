@@ -661,19 +661,26 @@ static int check_desc_images(const struct prl_desc *d, bool repair,
  * command exits, and none of its images attached (an active disk is
  * changed online or not at all).  EX_OK, or EX_FAIL with the reason printed.
  */
-static int load_desc_for_change(const char *xml, struct prl_desc **d)
+static int load_desc_for_change(const char *xml, struct prl_desc **d,
+				bool *online)
 {
-	struct prl_err err;
-	int fd, rc;
+	struct prl_err err, e2;
+	int fd, rc, r;
 
 	fd = prl_lock_path(xml, &err);
 	if (fd < 0)
 		return fail_err(&err);
 	rc = load_desc(xml, d);
 	if (!rc && prl_disk_busy(*d, &err)) {
+		/* Active read-write through prldisk: the caller goes online. */
+		r = online ? prl_active_rw(*d, &e2) : 0;
+		if (r == 1) {
+			*online = true;
+			return EX_OK;
+		}
 		prl_desc_free(*d);
 		*d = NULL;
-		rc = fail_err(&err);
+		rc = fail_err(r < 0 ? &e2 : &err);
 	}
 	if (rc)
 		prl_disk_unlock(fd);
@@ -868,8 +875,8 @@ static const char *delta_base(const struct prl_desc *d)
 	return "root.hds";
 }
 
-/* A new empty image like @like (its cluster size), @d's size. */
-static int create_delta(const struct prl_desc *d, const char *path,
+/* A new empty image: @d's size and cluster size. */
+int prl_create_delta(const struct prl_desc *d, const char *path,
 			struct prl_err *err)
 {
 	struct prl_create_opts o = { .size = d->disk_size,
@@ -889,6 +896,7 @@ static int cmd_snapshot(int argc, char **argv)
 	struct prl_desc *d;
 	struct prl_err err;
 	char *xml, *file, *path;
+	bool online = false;
 	int rc;
 
 	if (argc != 1)
@@ -896,7 +904,7 @@ static int cmd_snapshot(int argc, char **argv)
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return die_usage("snapshot needs a DiskDescriptor.xml (or its folder)");
-	rc = load_desc_for_change(xml, &d);
+	rc = load_desc_for_change(xml, &d, &online);
 	free(xml);
 	if (rc)
 		return rc;
@@ -911,16 +919,19 @@ static int cmd_snapshot(int argc, char **argv)
 		strcpy(snap, d->top);
 		rc = 0;
 	}
-	if (!rc)
-		rc = create_delta(d, path, &err);
-	if (!rc) {
-		rc = prl_desc_add(d, newtop, PRL_IMAGE_COMPRESSED, file, snap, &err);
-		if (!rc)
-			rc = prl_desc_set_top(d, newtop, &err);
-		if (!rc)
-			rc = prl_desc_save(d, &err);
-		if (rc)
-			unlink(path);
+	if (!rc && online) {
+		rc = prl_snapshot_online(d, file, snap, newtop, &err);
+	} else if (!rc) {
+		rc = prl_create_delta(d, path, &err);
+		if (!rc) {
+			rc = prl_desc_add(d, newtop, PRL_IMAGE_COMPRESSED, file, snap, &err);
+			if (!rc)
+				rc = prl_desc_set_top(d, newtop, &err);
+			if (!rc)
+				rc = prl_desc_save(d, &err);
+			if (rc)
+				unlink(path);
+		}
 	}
 	if (rc) {
 		rc = fail_err(&err);
@@ -969,7 +980,7 @@ static int cmd_snapshot_delete(int argc, char **argv)
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return die_usage("snapshot-delete needs a DiskDescriptor.xml (or its folder)");
-	rc = load_desc_for_change(xml, &d);
+	rc = load_desc_for_change(xml, &d, NULL);
 	free(xml);
 	if (rc)
 		return rc;
@@ -1066,7 +1077,7 @@ static int cmd_switch(int argc, char **argv)
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return die_usage("switch needs a DiskDescriptor.xml (or its folder)");
-	rc = load_desc_for_change(xml, &d);
+	rc = load_desc_for_change(xml, &d, NULL);
 	free(xml);
 	if (rc)
 		return rc;
@@ -1095,7 +1106,7 @@ static int cmd_switch(int argc, char **argv)
 	 * New top image, then the descriptor (the top, GUID kept, now hangs
 	 * from @guid and names the new file), then the old top's file.
 	 */
-	rc = create_delta(d, path, &err);
+	rc = prl_create_delta(d, path, &err);
 	if (!rc) {
 		rc = prl_desc_set_parent(d, newtop, guid, &err);
 		if (!rc)
@@ -1164,7 +1175,7 @@ static int cmd_resize(int argc, char **argv, uint64_t size)
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return grow_image(argv[0], size, &err) ? fail_err(&err) : EX_OK;
-	rc = load_desc_for_change(xml, &d);
+	rc = load_desc_for_change(xml, &d, NULL);
 	free(xml);
 	if (rc)
 		return rc;
@@ -1219,7 +1230,7 @@ static int cmd_convert(int argc, char **argv, enum prl_format_version fmt,
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return convert_image(argv[0], fmt, &err) ? fail_err(&err) : EX_OK;
-	rc = load_desc_for_change(xml, &d);
+	rc = load_desc_for_change(xml, &d, NULL);
 	free(xml);
 	if (rc)
 		return rc;

@@ -1,0 +1,365 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * prldisk snapshot of an active disk: the new top is put under the live
+ * /dev/mapper/<name> by reloading its table, so whoever has the device
+ * open (a mounted file system) keeps it and sees no error; the old top
+ * goes on as the read-only layer <name>-<old guid> below the new one.
+ * Only a disk that prldisk activated read-write is snapshotted this way;
+ * a read-only activation, or images attached by something else, are
+ * refused.  Documentation/prldisk.rst, "Online snapshots".
+ *
+ * In this order, under the disk's lock, each step safe to crash after
+ * (prldisk deactivate then activate recovers the disk, see below):
+ *   a. create the new delta (the disk's virtual size), fsync it and its
+ *      folder; pre-extend it (sparse), attach a rw direct-I/O loop to it;
+ *   b. suspend <name> (flush, file systems frozen): the target commits
+ *      the old top's BAT and closes its in_use flag;
+ *   c. create the read-only layer <name>-<old guid> over the old top's
+ *      loop device (from <name>'s table), on the old top's lower device;
+ *   d. load <name>'s inactive table: parallels <new loop> <the layer>,
+ *      with the old table's opt args;
+ *   e. save the descriptor (new image, Shot with the old top as parent,
+ *      TopGUID the new one): before any write can reach the new image, so
+ *      no write ever lands in an image the descriptor does not call top;
+ *   f. resume <name>: the old rw table goes, the new one is live;
+ *   g. cut the old top file to its image end (it was pre-extended as a
+ *      top; nothing writes it now) and let go of the new loop device (the
+ *      table holds it).
+ * A failure before f undoes a-e: the inactive table cleared, the layer
+ * removed, <name> resumed on its old table, the new loop detached, the new
+ * file removed, the descriptor put back.  A crash leaves at worst a
+ * suspended <name>: deactivate removes it, the layer (a leftover) and, by
+ * autoclear, the loop devices; before e the descriptor still names the
+ * old top (the new file is an unused orphan), from e on the new one,
+ * which is empty, over the old top with every write that was flushed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "activate.h"
+#include "cli.h"
+
+/*
+ * The rw prldisk table whose image is a loop over @path, in @top: 1 found,
+ * 0 none, -errno (message set) for one that cannot be snapshotted online.
+ */
+static int find_top(const char *path, struct dmdev *top, struct prl_err *err)
+{
+	struct stat st;
+	char **names;
+	size_t i, k, nr;
+	struct dmdev *v;
+	int found = -1, r;
+
+	if (stat(path, &st))
+		return prl_errf(err, errno, "%s: %s", path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return prl_errf(err, EOPNOTSUPP,
+				"the top image %s is not a file: an online snapshot needs a file top; deactivate the disk and take it offline",
+				path);
+	r = dm_names(&names, &nr, err);
+	if (r)
+		return r;
+	v = prl_xcalloc(nr ? nr : 1, sizeof(*v));
+	for (i = 0; i < nr; i++) {
+		dev_t fdev;
+		ino_t ino;
+
+		if (dm_query(names[i], 0, &v[i], err))
+			v[i].exists = false;
+		if (!v[i].exists || !ours(&v[i]) || !v[i].image ||
+		    (!v[i].parallels && !v[i].linear) ||
+		    loop_ident(v[i].image, &fdev, &ino) ||
+		    fdev != st.st_dev || ino != st.st_ino)
+			continue;
+		if (found < 0 || !v[i].ro)
+			found = (int)i;
+	}
+	r = 0;
+	if (found >= 0) {
+		struct dmdev *o = &v[found];
+
+		for (k = 0; k < nr; k++)
+			if (v[k].exists && v[k].parallels && v[k].lower == o->dev)
+				break;
+		if (o->linear)
+			r = prl_errf(err, EOPNOTSUPP,
+				     "%s is active as %s with a Plain (raw) top: a snapshot of it is taken offline: prldisk deactivate %s first",
+				     path, o->name, o->name);
+		else if (o->ro)
+			r = prl_errf(err, EROFS,
+				     "the disk is active read-only as %s: a snapshot needs it read-write (prldisk deactivate %s, then snapshot offline or activate it read-write)",
+				     o->name, o->name);
+		else if (k < nr)
+			r = prl_errf(err, EBUSY,
+				     "%s, the top of the disk, is under dm device %s: not a prldisk activation that can be snapshotted online",
+				     o->name, v[k].name);
+		else if (o->suspended)
+			r = prl_errf(err, EBUSY,
+				     "%s is suspended (left so by an interrupted snapshot or deactivate?): prldisk deactivate %s, then activate it again",
+				     o->name, o->name);
+		else if (!o->have_status || strcmp(o->state, "rw"))
+			r = prl_errf(err, EIO,
+				     "%s is in state %s: no snapshot of it; prldisk deactivate %s, then prldisk check --repair",
+				     o->name, o->have_status ? o->state : "unknown", o->name);
+		else if (strlen(o->opts) + 1 >= sizeof(o->opts))
+			r = prl_errf(err, E2BIG, "%s: its table has too many options to reload",
+				     o->name);
+		else {
+			*top = *o;
+			r = 1;
+		}
+	}
+	free(v);
+	free_names(names, nr);
+	return r;
+}
+
+int prl_active_rw(const struct prl_desc *d, struct prl_err *err)
+{
+	const struct prl_desc_image *im = prl_desc_image(d, d->top);
+	struct attach at[MAX_ATTACH];
+	struct dmdev top;
+	int r;
+
+	if (!im)
+		return prl_errf(err, EINVAL, "%s: no top image", d->path);
+	if (im->type == PRL_IMAGE_PLAIN)
+		return prl_errf(err, EOPNOTSUPP,
+				"%s is active and its top is Plain (raw): prldisk deactivate it, then snapshot offline",
+				d->path);
+	dm_setup();
+	r = find_top(im->path, &top, err);
+	if (r <= 0)
+		return r;
+	/* The loop of the top may be ours alone: nobody else writes it. */
+	memset(at, 0, sizeof(at));
+	if (attachments(im->path, at, MAX_ATTACH) != 1)
+		return prl_errf(err, EBUSY,
+				"%s is attached more than once (%s, %s): not snapshotted online",
+				im->path, at[0].dev, at[1].dev);
+	return 1;
+}
+
+/* Load @params into @name's inactive slot (step d). */
+static int dm_reload(const char *name, uint64_t len, const char *params,
+		     struct prl_err *err)
+{
+	struct dm_task *dmt = dm_task_named(DM_DEVICE_RELOAD, name);
+	char why[512];
+	int kfd, r = 0, e;
+
+	if (!dmt || !dm_task_add_target(dmt, 0, len, "parallels", params)) {
+		r = dm_err(err, dmt, "prepare", name);
+		goto out;
+	}
+	kfd = kmsg_open();
+	if (!dm_task_run(dmt)) {
+		e = dm_task_get_errno(dmt);
+		kmsg_reason(kfd, why, sizeof(why));
+		r = prl_errf(err, e ? e : EIO, "cannot load the new table of %s (parallels %s): %s",
+			     name, params, why[0] ? why : e ? strerror(e) : "device-mapper failed");
+	} else if (kfd >= 0) {
+		close(kfd);
+	}
+out:
+	if (dmt)
+		dm_task_destroy(dmt);
+	return r;
+}
+
+/* Drop @name's inactive table (undo of step d). */
+static int dm_clear(const char *name, struct prl_err *err)
+{
+	struct dm_task *dmt = dm_task_named(DM_DEVICE_CLEAR, name);
+	int r = 0;
+
+	if (!dmt || !dm_task_run(dmt))
+		r = dm_err(err, dmt, "clear the inactive table of", name);
+	if (dmt)
+		dm_task_destroy(dmt);
+	return r;
+}
+
+/* Read the whole (small) descriptor, to put it back on failure. */
+static char *slurp(const char *path, size_t *len)
+{
+	char *buf = NULL;
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return NULL;
+	if (!fstat(fd, &st) && st.st_size < (16 << 20)) {
+		buf = prl_xmalloc((size_t)st.st_size + 1);
+		if (prl_pread_full(fd, buf, (size_t)st.st_size, 0)) {
+			free(buf);
+			buf = NULL;
+		}
+		*len = (size_t)st.st_size;
+	}
+	close(fd);
+	return buf;
+}
+
+/* Step a's pre-extension: the room the new top may grow to. */
+static int extend_new(const char *path, struct prl_err *err)
+{
+	struct prl_image *img;
+	uint64_t bytes;
+	int r;
+
+	r = prl_image_open(path, 0, &img, err);
+	if (r)
+		return r;
+	bytes = max_sectors(img) << PRL_SECTOR_SHIFT;
+	prl_image_close(img, &(struct prl_err){ "" });
+	if (truncate(path, (off_t)bytes))
+		return prl_errf(err, errno,
+				"cannot extend %s to %" PRIu64 " bytes (the room it may grow to): %s",
+				path, bytes, strerror(errno));
+	return 0;
+}
+
+int prl_snapshot_online(struct prl_desc *d, const char *file, const char *snap,
+			const char *newtop, struct prl_err *err)
+{
+	const struct prl_desc_image *old = prl_desc_image(d, snap);
+	char lname[DM_NAME_LEN], uuid[DM_UUID_LEN], params[384], lower[32] = "-";
+	char *path = prl_xasprintf("%s/%s", d->dir, file), *orig;
+	bool suspended = false, layer = false, loaded = false, saved = false;
+	struct loopdev nl = { .fd = -1 };
+	struct dmdev top, now;
+	struct prl_err e2;
+	struct stat st;
+	size_t olen = 0;
+	dev_t ldev;
+	int r, tfd;
+
+	orig = slurp(d->path, &olen);
+	if (!orig) {
+		r = prl_errf(err, errno ? errno : EIO, "cannot read %s", d->path);
+		goto out_free;
+	}
+	r = old ? find_top(old->path, &top, err) :
+		  prl_errf(err, EINVAL, "%s: no image %s", d->path, snap);
+	if (!r)
+		r = prl_errf(err, ENOENT, "%s is no longer active", d->path);
+	if (r < 0)
+		goto out_free;
+	layer_name(lname, sizeof(lname), top.name, snap);
+	if (!dm_query(lname, 0, &now, &e2) && now.exists) {
+		r = prl_errf(err, EEXIST,
+			     "dm device %s exists already (left from an interrupted activation?): prldisk deactivate %s and activate it again",
+			     lname, top.name);
+		goto out_free;
+	}
+
+	/* a. The new delta, durable, pre-extended, on its own loop device. */
+	r = prl_create_delta(d, path, err);
+	if (r)
+		goto out_free;
+	r = extend_new(path, err);
+	if (!r)
+		r = loop_attach(path, false, &nl, err);
+	if (r)
+		goto undo;
+	fault_point("snapshot:file");
+
+	/* b. Flush suspend: the old top is committed and closed. */
+	r = dm_simple(DM_DEVICE_SUSPEND, top.name, err);
+	if (r)
+		goto undo;
+	suspended = true;
+	fault_point("snapshot:suspend");
+	if (dm_query(top.name, 0, &now, err) || !now.have_status ||
+	    strcmp(now.state, "rw")) {
+		r = prl_errf(err, EIO,
+			     "%s could not commit its image at suspend (state %s): no snapshot; see the kernel log",
+			     top.name, now.have_status ? now.state : "unknown");
+		goto undo;
+	}
+
+	/* c. The old top, read-only, on what was below it. */
+	if (top.lower)
+		snprintf(lower, sizeof(lower), "%u:%u", major(top.lower), minor(top.lower));
+	snprintf(params, sizeof(params), "%u:%u %s", major(top.image),
+		 minor(top.image), lower);
+	snprintf(uuid, sizeof(uuid), UUID_PREFIX "%.*s-%.64s", GUID_BARE_LEN,
+		 snap + 1, top.name);
+	/* The top keeps its UUID; when it carries this GUID, the layer has none. */
+	r = dm_create(lname, strcmp(uuid, top.uuid) ? uuid : NULL, top.len,
+		      "parallels", params, true, true, &ldev, err);
+	if (r)
+		goto undo;
+	layer = true;
+	fault_point("snapshot:layer");
+
+	/* d. The new top over it, with the old table's options. */
+	snprintf(params, sizeof(params), "%u:%u %u:%u%s%s", major(nl.dev),
+		 minor(nl.dev), major(ldev), minor(ldev), top.opts[0] ? " " : "",
+		 top.opts);
+	r = dm_reload(top.name, top.len, params, err);
+	if (r)
+		goto undo;
+	loaded = true;
+	fault_point("snapshot:load");
+
+	/* e. The descriptor names the new top before it can be written. */
+	r = prl_desc_add(d, newtop, PRL_IMAGE_COMPRESSED, file, snap, err);
+	if (!r)
+		r = prl_desc_set_top(d, newtop, err);
+	if (!r)
+		r = prl_desc_save(d, err);
+	if (r)
+		goto undo;
+	saved = true;
+	fault_point("snapshot:descriptor");
+
+	/* f. Live. */
+	r = dm_simple(DM_DEVICE_RESUME, top.name, err);
+	if (r)
+		goto undo;
+	fault_point("snapshot:resume");
+
+	/* g. The old top is read-only now: cut its pre-extension. */
+	tfd = open_top_file(top.image, &st);
+	if (tfd >= 0) {
+		if (!dm_query(lname, 0, &now, &e2) && now.have_status)
+			cut_top(tfd, &st, now.end);
+		close(tfd);
+	}
+	fault_point("snapshot:truncate");
+	loop_release(&nl);
+	goto out_free;
+
+undo:
+	if (loaded && !dm_clear(top.name, &e2))
+		loaded = false;
+	if (layer && !loaded && !dm_simple(DM_DEVICE_REMOVE, lname, &e2))
+		layer = false;
+	if (suspended && !dm_simple(DM_DEVICE_RESUME, top.name, &e2))
+		suspended = false;
+	loop_release(&nl);
+	if (saved && prl_write_file_atomic(d->path, orig, olen, 0644, &e2))
+		fprintf(stderr, "%s: %s; the descriptor names %s, which holds no data: prldisk deactivate %s, then switch back\n",
+			prog, e2.msg, path, top.name);
+	else
+		unlink(path);
+	if (loaded || layer || suspended)
+		fprintf(stderr, "%s: could not undo everything (%s): prldisk deactivate %s, then activate it again\n",
+			prog, e2.msg, top.name);
+out_free:
+	free(orig);
+	free(path);
+	dm_lib_release();
+	return r;
+}
