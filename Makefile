@@ -3,8 +3,8 @@
 # dm-parallels: the kernel module, the userspace parts and the tests.
 #
 #   make                 module (for KVER) + userspace
-#   make check           host unit tests + VM suite on 6.1 and 6.12
-#   make check-long      check plus the long suites
+#   make check           host unit tests + VM suite on 6.1, core VM tests on 6.12
+#   make check-long      every VM test and the long suites on both kernels
 #   make sparse          module under sparse, warnings fatal
 #   make checkpatch      checkpatch.pl --strict on the kernel sources
 #   make demo            boot a VM, activate a Parallels disk stack, use it
@@ -45,8 +45,10 @@ fuzz:
 	$(MAKE) -C userspace fuzz
 
 # Each VM run builds the module for its kernel into build/<kver>/.
+# check: every VM test on 6.1, the core ones (tests/vm/core.list) on 6.12;
+# check-long: every test and the long suites on both.
 check:
-	tests/run-all.sh --kver "$(KVER)" --kver "$(KVER_612)"
+	tests/run-all.sh --kver "$(KVER)" --core-kver "$(KVER_612)"
 
 check-6.1:
 	tests/run-all.sh --kver "$(KVER)"
