@@ -563,7 +563,7 @@ static void blk_kname(dev_t dev, char *out, size_t len)
 }
 
 /* Open /dev/<kname>, making the node first where there is no devtmpfs. */
-static int open_dev(dev_t dev, int flags)
+int open_dev(dev_t dev, int flags)
 {
 	char kn[64], p[80];
 	int fd;
@@ -1658,7 +1658,10 @@ static int deactivate(const char *name, const struct prl_desc *d, int *lock,
 			*lock = lock_by_file(top.image);
 		if (*lock == -2)
 			return prl_errf(err, EBUSY, "%s: the disk is locked", name);
-		r = chain_walk(&top, &c, err);
+		/* A layer an interrupted snapshot-delete left holds ours below. */
+		r = remove_strays(name, &strays, err);
+		if (!r)
+			r = chain_walk(&top, &c, err);
 		if (!r)
 			r = take_down(&c, err);
 		chain_free(&c);

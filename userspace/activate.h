@@ -71,6 +71,8 @@ void free_names(char **names, size_t nr);
 bool ours(const struct dmdev *o);
 void layer_name(char *out, size_t len, const char *name, const char *guid);
 
+/* Open the block device @dev through /dev (making the node if need be). */
+int open_dev(dev_t dev, int flags);
 int attachments(const char *path, struct attach *a, size_t max);
 int loop_backing(dev_t dev, char *buf, size_t len);
 int loop_attach(const char *path, bool ro, struct loopdev *l,

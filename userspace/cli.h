@@ -85,5 +85,17 @@ int prl_active_rw(const struct prl_desc *d, struct prl_err *err);
  */
 int prl_snapshot_online(struct prl_desc *d, const char *file, const char *snap,
 			const char *newtop, struct prl_err *err);
+/*
+ * Grow an active disk to @size sectors (not below its size): its top under
+ * the suspended device, then the device and the descriptor.
+ */
+int prl_resize_online(struct prl_desc *d, uint64_t size, struct prl_err *err);
+/*
+ * Delete snapshot @guid of an active disk: only the one right under the
+ * top, whose clusters the top takes while the device is suspended.
+ */
+int prl_snapshot_delete_online(struct prl_desc *d, const char *guid,
+			       prl_progress_fn progress, void *ctx,
+			       struct prl_err *err);
 
 #endif /* PRL_CLI_H */

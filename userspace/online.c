@@ -40,6 +40,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -63,7 +65,7 @@ static int find_top(const char *path, struct dmdev *top, struct prl_err *err)
 		return prl_errf(err, errno, "%s: %s", path, strerror(errno));
 	if (!S_ISREG(st.st_mode))
 		return prl_errf(err, EOPNOTSUPP,
-				"the top image %s is not a file: an online snapshot needs a file top; deactivate the disk and take it offline",
+				"the top image %s is not a file: a disk is changed online only with a file top; deactivate the disk and change it offline",
 				path);
 	r = dm_names(&names, &nr, err);
 	if (r)
@@ -92,15 +94,15 @@ static int find_top(const char *path, struct dmdev *top, struct prl_err *err)
 				break;
 		if (o->linear)
 			r = prl_errf(err, EOPNOTSUPP,
-				     "%s is active as %s with a Plain (raw) top: a snapshot of it is taken offline: prldisk deactivate %s first",
+				     "%s is active as %s with a Plain (raw) top: it is changed offline: prldisk deactivate %s first",
 				     path, o->name, o->name);
 		else if (o->ro)
 			r = prl_errf(err, EROFS,
-				     "the disk is active read-only as %s: a snapshot needs it read-write (prldisk deactivate %s, then snapshot offline or activate it read-write)",
+				     "the disk is active read-only as %s: it is changed online only when active read-write (prldisk deactivate %s, then change it offline or activate it read-write)",
 				     o->name, o->name);
 		else if (k < nr)
 			r = prl_errf(err, EBUSY,
-				     "%s, the top of the disk, is under dm device %s: not a prldisk activation that can be snapshotted online",
+				     "%s, the top of the disk, is under dm device %s: not a prldisk activation that can be changed online",
 				     o->name, v[k].name);
 		else if (o->suspended)
 			r = prl_errf(err, EBUSY,
@@ -108,7 +110,7 @@ static int find_top(const char *path, struct dmdev *top, struct prl_err *err)
 				     o->name, o->name);
 		else if (!o->have_status || strcmp(o->state, "rw"))
 			r = prl_errf(err, EIO,
-				     "%s is in state %s: no snapshot of it; prldisk deactivate %s, then prldisk check --repair",
+				     "%s is in state %s: not changed online; prldisk deactivate %s, then prldisk check --repair",
 				     o->name, o->have_status ? o->state : "unknown", o->name);
 		else if (strlen(o->opts) + 1 >= sizeof(o->opts))
 			r = prl_errf(err, E2BIG, "%s: its table has too many options to reload",
@@ -134,7 +136,7 @@ int prl_active_rw(const struct prl_desc *d, struct prl_err *err)
 		return prl_errf(err, EINVAL, "%s: no top image", d->path);
 	if (im->type == PRL_IMAGE_PLAIN)
 		return prl_errf(err, EOPNOTSUPP,
-				"%s is active and its top is Plain (raw): prldisk deactivate it, then snapshot offline",
+				"%s is active and its top is Plain (raw): prldisk deactivate it, then change it offline",
 				d->path);
 	dm_setup();
 	r = find_top(im->path, &top, err);
@@ -144,7 +146,7 @@ int prl_active_rw(const struct prl_desc *d, struct prl_err *err)
 	memset(at, 0, sizeof(at));
 	if (attachments(im->path, at, MAX_ATTACH) != 1)
 		return prl_errf(err, EBUSY,
-				"%s is attached more than once (%s, %s): not snapshotted online",
+				"%s is attached more than once (%s, %s): not changed online",
 				im->path, at[0].dev, at[1].dev);
 	return 1;
 }
@@ -360,6 +362,314 @@ undo:
 out_free:
 	free(orig);
 	free(path);
+	dm_lib_release();
+	return r;
+}
+
+/* ---- online resize and snapshot-delete ---------------------------------- */
+
+/*
+ * Both change the top's file under its suspended table, then load a new
+ * table whose constructor reads the file afresh.  Once the file has been
+ * touched the old (suspended) table must never run again: its BAT and its
+ * image end in memory are stale, and its first write after a resume would
+ * put back its old header.  So an undo after that point reloads the old
+ * table line instead of resuming the old instance (put_back()).
+ */
+struct online {
+	struct prl_desc *d;
+	struct dmdev top;
+	char old_params[384];
+	bool suspended, changed, loaded;
+};
+
+static void table_params(char *out, size_t len, dev_t image, dev_t lower,
+			 const char *opts)
+{
+	char low[32] = "-";
+
+	if (lower)
+		snprintf(low, sizeof(low), "%u:%u", major(lower), minor(lower));
+	snprintf(out, len, "%u:%u %s%s%s", major(image), minor(image), low,
+		 opts[0] ? " " : "", opts);
+}
+
+/* Find the disk's rw top and suspend it: the target commits and closes. */
+static int online_begin(struct online *o, const char *what,
+			struct prl_err *err)
+{
+	const struct prl_desc_image *im = prl_desc_image(o->d, o->d->top);
+	struct dmdev now;
+	int r;
+
+	r = im ? find_top(im->path, &o->top, err) :
+		 prl_errf(err, EINVAL, "%s: no top image", o->d->path);
+	if (!r)
+		r = prl_errf(err, ENOENT, "%s is no longer active", o->d->path);
+	if (r < 0)
+		return r;
+	table_params(o->old_params, sizeof(o->old_params), o->top.image,
+		     o->top.lower, o->top.opts);
+	r = dm_simple(DM_DEVICE_SUSPEND, o->top.name, err);
+	if (r)
+		return r;
+	o->suspended = true;
+	if (dm_query(o->top.name, 0, &now, err) || !now.have_status ||
+	    strcmp(now.state, "rw"))
+		return prl_errf(err, EIO,
+				"%s could not commit its image at suspend (state %s): no %s; see the kernel log",
+				o->top.name, now.have_status ? now.state : "unknown", what);
+	return 0;
+}
+
+/* Undo what online_begin() and the caller did, as far as it can be. */
+static void online_undo(struct online *o)
+{
+	struct prl_err e2 = { "" };
+	bool stuck = false;
+
+	if (o->loaded && dm_clear(o->top.name, &e2))
+		stuck = true;
+	/* A fresh table over the file as it is now: see above. */
+	if (!stuck && o->changed &&
+	    dm_reload(o->top.name, o->top.len, o->old_params, &e2))
+		stuck = true;
+	if (!stuck && o->suspended && dm_simple(DM_DEVICE_RESUME, o->top.name, &e2))
+		stuck = true;
+	if (stuck)
+		fprintf(stderr, "%s: %s is left suspended (%s): prldisk deactivate %s, prldisk check --repair %s, then activate it again\n",
+			prog, o->top.name, e2.msg, o->top.name, o->d->path);
+}
+
+/* Open the top file for a change; from here on the old table is stale. */
+static int open_top_rw(struct online *o, const char *path,
+		       struct prl_image **img, struct prl_err *err)
+{
+	o->changed = true;
+	return prl_image_open(path, PRL_OPEN_RW, img, err);
+}
+
+static int close_image(struct prl_image *img, int r, struct prl_err *err)
+{
+	struct prl_err e2;
+
+	if (r) {
+		prl_image_close(img, &e2);
+		return r;
+	}
+	return prl_image_close(img, err);
+}
+
+/* Make the top's loop device cover @bytes of its file (grown BAT). */
+static int extend_loop(dev_t loop, const char *path, uint64_t bytes,
+		       struct prl_err *err)
+{
+	struct stat st;
+	int fd, r = 0;
+
+	if (stat(path, &st))
+		return prl_errf(err, errno, "%s: %s", path, strerror(errno));
+	if ((uint64_t)st.st_size >= bytes)
+		return 0;
+	if (truncate(path, (off_t)bytes))
+		return prl_errf(err, errno, "cannot extend %s to %" PRIu64 " bytes: %s",
+				path, bytes, strerror(errno));
+	fd = open_dev(loop, O_RDONLY);
+	if (fd < 0 || ioctl(fd, LOOP_SET_CAPACITY, 0))
+		r = prl_errf(err, errno, "cannot resize the loop device %u:%u of %s: %s",
+			     major(loop), minor(loop), path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+int prl_resize_online(struct prl_desc *d, uint64_t size, struct prl_err *err)
+{
+	const char *path = prl_desc_image(d, d->top)->path;
+	struct online o = { .d = d };
+	struct prl_image *img;
+	uint64_t room;
+	int r;
+
+	r = online_begin(&o, "resize", err);
+	if (r)
+		goto undo;
+	fault_point("resize:suspend");
+	/* The top's BAT grows (moving the clusters in its way), durably. */
+	r = open_top_rw(&o, path, &img, err);
+	if (r)
+		goto undo;
+	r = prl_image_grow(img, size, err);
+	room = max_sectors(img) << PRL_SECTOR_SHIFT;
+	r = close_image(img, r, err);
+	if (r)
+		goto undo;
+	fault_point("resize:grow");
+	r = extend_loop(o.top.image, path, room, err);
+	if (r)
+		goto undo;
+	r = dm_reload(o.top.name, size, o.old_params, err);
+	if (r)
+		goto undo;
+	o.loaded = true;
+	fault_point("resize:load");
+	/* The image is bigger first: a descriptor never promises more. */
+	r = prl_desc_set_size(d, size, err);
+	if (!r)
+		r = prl_desc_save(d, err);
+	if (r)
+		goto undo;
+	fault_point("resize:descriptor");
+	r = dm_simple(DM_DEVICE_RESUME, o.top.name, err);
+	if (r) {
+		fprintf(stderr, "%s: %s: %s\n", prog, o.top.name, err->msg);
+		return prl_errf(err, r, "the image and descriptor of %s are resized but %s did not resume: prldisk deactivate %s, then activate it again",
+				d->path, o.top.name, o.top.name);
+	}
+	fault_point("resize:resume");
+	dm_lib_release();
+	return 0;
+undo:
+	online_undo(&o);
+	dm_lib_release();
+	return r;
+}
+
+/*
+ * The read-only layer right under the top, over @path: its dm device in
+ * @layer.  Anything else (another layer, something not ours) is refused.
+ */
+static int find_parent_layer(const struct online *o, const char *path,
+			     struct dmdev *layer, struct prl_err *err)
+{
+	struct stat st;
+	dev_t fdev;
+	ino_t ino;
+
+	if (stat(path, &st))
+		return prl_errf(err, errno, "%s: %s", path, strerror(errno));
+	if (!o->top.lower || dm_query(NULL, o->top.lower, layer, err) ||
+	    !layer->exists || !ours(layer) || !layer->parallels || !layer->ro ||
+	    loop_ident(layer->image, &fdev, &ino) || fdev != st.st_dev ||
+	    ino != st.st_ino)
+		return prl_errf(err, EBUSY,
+				"%s is not served by the layer under %s as prldisk activate makes it: deactivate the disk, then delete the snapshot offline",
+				path, o->top.name);
+	return 0;
+}
+
+/* Offline children of the victim (other branches) take what they read from it. */
+static int fill_children(struct prl_desc *d, const char *guid,
+			 struct prl_image *from, prl_progress_fn progress,
+			 void *ctx, struct prl_err *err)
+{
+	struct attach at[MAX_ATTACH];
+	size_t i;
+	int r = 0;
+
+	for (i = 0; i < d->nr_shots && !r; i++) {
+		const struct prl_desc_image *ci;
+		struct prl_image *child;
+
+		if (strcmp(d->shots[i].parent, guid) || !strcmp(d->shots[i].guid, d->top))
+			continue;
+		ci = prl_desc_image(d, d->shots[i].guid);
+		if (attachments(ci->path, at, MAX_ATTACH))
+			return prl_errf(err, EBUSY, "%s, a child of the snapshot, is in use (%s)",
+					ci->path, at[0].dev);
+		r = prl_image_open(ci->path, PRL_OPEN_RW, &child, err);
+		if (r)
+			return r;
+		r = prl_image_fill(child, from, progress, ctx, err);
+		r = close_image(child, r, err);
+	}
+	return r;
+}
+
+int prl_snapshot_delete_online(struct prl_desc *d, const char *guid,
+			       prl_progress_fn progress, void *ctx,
+			       struct prl_err *err)
+{
+	const struct prl_desc_shot *ts = prl_desc_shot(d, d->top);
+	const struct prl_desc_image *victim = prl_desc_image(d, guid);
+	const char *top_path = prl_desc_image(d, d->top)->path;
+	struct online o = { .d = d };
+	struct prl_image *from = NULL, *img;
+	struct attach at[MAX_ATTACH];
+	struct dmdev layer;
+	char params[384], *vpath;
+	int r;
+
+	if (!ts || strcmp(ts->parent, guid))
+		return prl_errf(err, EBUSY,
+				"the disk is active: only the snapshot right under the top can be deleted online; prldisk deactivate it first");
+	if (victim->type == PRL_IMAGE_PLAIN)
+		return prl_errf(err, EINVAL, "%s is a Plain root with snapshots on it; it cannot be deleted",
+				guid);
+	memset(at, 0, sizeof(at));
+	if (attachments(victim->path, at, MAX_ATTACH) != 1)
+		return prl_errf(err, EBUSY, "%s is attached more than once (%s, %s): not deleted online",
+				victim->path, at[0].dev, at[1].dev);
+	vpath = prl_xstrdup(victim->path);
+	r = prl_image_open(vpath, 0, &from, err);
+	if (r)
+		goto out;
+	r = fill_children(d, guid, from, progress, ctx, err);
+	if (r)
+		goto out;
+	fault_point("delete:children");
+
+	r = online_begin(&o, "snapshot-delete", err);
+	if (!r)
+		r = find_parent_layer(&o, vpath, &layer, err);
+	if (r)
+		goto undo;
+	fault_point("delete:suspend");
+	/* The top takes every cluster it read from the snapshot, durably. */
+	r = open_top_rw(&o, top_path, &img, err);
+	if (r)
+		goto undo;
+	r = prl_image_fill(img, from, progress, ctx, err);
+	r = close_image(img, r, err);
+	if (r)
+		goto undo;
+	fault_point("delete:fill");
+	/* The top now reads alike over the snapshot or over what is below it. */
+	table_params(params, sizeof(params), o.top.image, layer.lower, o.top.opts);
+	r = dm_reload(o.top.name, o.top.len, params, err);
+	if (r)
+		goto undo;
+	o.loaded = true;
+	fault_point("delete:load");
+	r = prl_desc_delete(d, guid, err);
+	if (!r)
+		r = prl_desc_save(d, err);
+	if (r)
+		goto undo;
+	fault_point("delete:descriptor");
+	r = dm_simple(DM_DEVICE_RESUME, o.top.name, err);
+	if (r) {
+		fprintf(stderr, "%s: %s: %s\n", prog, o.top.name, err->msg);
+		r = prl_errf(err, r, "snapshot %s is deleted from %s but %s did not resume: prldisk deactivate %s, then activate it again",
+			     guid, d->path, o.top.name, o.top.name);
+		goto out;
+	}
+	fault_point("delete:resume");
+	/* Nothing reads the layer now: it goes, then its file. */
+	if (dm_simple(DM_DEVICE_REMOVE, layer.name, err))
+		fprintf(stderr, "%s: warning: %s; prldisk deactivate %s removes it later\n",
+			prog, err->msg, o.top.name);
+	else if (unlink(vpath))
+		fprintf(stderr, "%s: warning: could not remove %s: %s\n", prog, vpath,
+			strerror(errno));
+	fault_point("delete:remove");
+	goto out;
+undo:
+	online_undo(&o);
+out:
+	if (from)
+		prl_image_close(from, &(struct prl_err){ "" });
+	free(vpath);
 	dm_lib_release();
 	return r;
 }

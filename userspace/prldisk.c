@@ -970,6 +970,7 @@ static int cmd_snapshot_delete(int argc, char **argv)
 	struct prl_desc *d;
 	struct prl_err err;
 	char *xml, *vpath = NULL;
+	bool online = false;
 	size_t i;
 	int rc;
 
@@ -980,7 +981,7 @@ static int cmd_snapshot_delete(int argc, char **argv)
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return die_usage("snapshot-delete needs a DiskDescriptor.xml (or its folder)");
-	rc = load_desc_for_change(xml, &d, NULL);
+	rc = load_desc_for_change(xml, &d, &online);
 	free(xml);
 	if (rc)
 		return rc;
@@ -1008,6 +1009,15 @@ static int cmd_snapshot_delete(int argc, char **argv)
 			prog, guid, prl_desc_nr_children(d, guid));
 		rc = EX_FAIL;
 		goto out;
+	}
+	if (online) {
+		struct progress p = { .last = -1, .what = d->path };
+
+		vpath = prl_xstrdup(victim->path);
+		rc = prl_snapshot_delete_online(d, guid, progress_cb, &p, &err);
+		if (rc)
+			rc = fail_err(&err);
+		goto deleted;
 	}
 	vpath = prl_xstrdup(victim->path);
 	if (victim->type == PRL_IMAGE_COMPRESSED &&
@@ -1045,9 +1055,10 @@ static int cmd_snapshot_delete(int argc, char **argv)
 	if (unlink(vpath))
 		fprintf(stderr, "%s: warning: could not remove %s: %s\n", prog, vpath,
 			strerror(errno));
-	if (!cli.json)
-		printf("deleted snapshot %s (%s)\n", guid, vpath);
 	rc = EX_OK;
+deleted:
+	if (!rc && !cli.json)
+		printf("deleted snapshot %s (%s)%s\n", guid, vpath, online ? " online" : "");
 out:
 	if (from)
 		prl_image_close(from, &err);
@@ -1167,6 +1178,7 @@ static int cmd_resize(int argc, char **argv, uint64_t size)
 	const struct prl_desc_image *top;
 	struct prl_desc *d;
 	struct prl_err err;
+	bool online = false;
 	char *xml;
 	int rc;
 
@@ -1175,7 +1187,7 @@ static int cmd_resize(int argc, char **argv, uint64_t size)
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return grow_image(argv[0], size, &err) ? fail_err(&err) : EX_OK;
-	rc = load_desc_for_change(xml, &d, NULL);
+	rc = load_desc_for_change(xml, &d, &online);
 	free(xml);
 	if (rc)
 		return rc;
@@ -1188,6 +1200,9 @@ static int cmd_resize(int argc, char **argv, uint64_t size)
 		fprintf(stderr, "%s: the top is a Plain image: take a snapshot first, then resize\n",
 			prog);
 		rc = EX_FAIL;
+	} else if (online) {
+		if (prl_resize_online(d, size, &err))
+			rc = fail_err(&err);
 	} else if (grow_image(top->path, size, &err) ||
 		   prl_desc_set_size(d, size, &err) || prl_desc_save(d, &err)) {
 		rc = fail_err(&err);

@@ -8,7 +8,7 @@
 # - writes through the activated top, deactivate: qemu-img check clean, the
 #   chain equals a raw reference, the file truncated to image_end; again
 #   after re-activation;
-# - double activation refused; a missing image, an absolute path without
+# - double activation refused; a missing or unreadable image, an absolute path without
 #   --allow-external-paths and an in-use image each refused with one line,
 #   leaving no dm or loop device; --repair and --read-only of an in-use
 #   image; deactivate idempotent; leftovers of an interrupted activation
@@ -26,7 +26,7 @@ chain() { python3 "$SRC/tests/tools/chain.py" "$@"; }
 TOPG='{5fbaabe3-6958-40ff-92a7-860e329aab41}'
 
 # Our devices come down at exit whatever happens (deactivate is idempotent).
-at_exit "cd / && for n in d d2 e2 pl plt x x2; do $P deactivate \$n >/dev/null 2>&1; done"
+at_exit "cd / && for n in d d2 e2 e4 pl plt x x2; do $P deactivate \$n >/dev/null 2>&1; done"
 # deactivate NAME (from / : "d" in the scratch dir would be the disk's folder)
 deact() { (cd / && $P deactivate "$@"); }
 
@@ -156,6 +156,12 @@ cp -a d e1
 rm e1/root.hds
 expect_err 'root.hds.*(No such file|cannot open)' $P activate e1
 nothing_left "missing image"
+
+# Unreadable: a layer below the top that is not a Parallels image.
+cp -a d e4
+printf 'XXXXXXXXXXXXXXXX' | dd of=e4/root.hds bs=1 conv=notrunc status=none
+expect_err 'root.hds.*Bad magic' $P activate e4
+nothing_left "unreadable image"
 
 mkdir e2
 cp -a d/. e2/

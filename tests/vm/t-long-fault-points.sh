@@ -2,14 +2,15 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # prldisk killed (PRLDISK_FAULT=<point>: SIGKILL right after that step) at
-# every step of activate, deactivate and online snapshot.  After each kill:
+# every step of activate, deactivate, online snapshot, resize and
+# snapshot-delete.  After each kill:
 # prldisk deactivate, then activate, succeed; the disk reads what was
 # written and flushed before (checked through the device and through QEMU's
 # reading of the descriptor's chain); after the final deactivate no dm or
 # loop device is left, every image of the descriptor passes qemu-img check
 # and its file is cut back to its image end.  In make check-long only (~130 s
 # under TCG): make check keeps within CI's time.
-# vm-timeout: 300
+# vm-timeout: 600
 set -eu
 . "$SRC/tests/vm/lib.sh"
 require_cmd qemu-img python3 dmsetup losetup
@@ -106,6 +107,39 @@ for p in file suspend layer load descriptor resume truncate; do
 	recover "snapshot:$p" full
 done
 note "snapshot points ok ($(($(date +%s) - t0)) s)"
+
+info() { $P info --json "$X" | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+for p in suspend grow load descriptor resume; do
+	$P activate "$X" > /dev/null
+	write_some
+	s=$(info 'd["virtual_size"]')
+	killed "resize:$p" $P resize "$X" --size $(((s >> 20) + 1))M
+	case $p in
+	descriptor|resume) want=$((s + 1048576)) ;;
+	*) want=$s ;;
+	esac
+	expect_eq "$(info 'd["virtual_size"]')" "$want" "resize:$p: disk size"
+	truncate -s "$want" ref.raw
+	recover "resize:$p" full
+done
+note "resize points ok ($(($(date +%s) - t0)) s)"
+
+for p in children suspend fill load descriptor resume remove; do
+	$P activate "$X" > /dev/null
+	write_some
+	$P snapshot "$X" > /dev/null
+	write_some
+	victim=$(info '[i["parent"] for i in d["images"] if i["top"]][0]')
+	layers=$(images | wc -l)
+	killed "delete:$p" $P snapshot-delete "$X" "$victim"
+	case $p in
+	descriptor|resume|remove) want=$((layers - 1)) ;;
+	*) want=$layers ;;
+	esac
+	expect_eq "$(images | wc -l)" "$want" "delete:$p: images in the descriptor"
+	recover "delete:$p" full
+done
+note "snapshot-delete points ok ($(($(date +%s) - t0)) s)"
 
 # And one that is not killed, on the stack the kills left.
 $P activate "$X" > /dev/null
