@@ -27,6 +27,7 @@
 #include <linux/slab.h>
 #include <linux/workqueue.h>
 
+#include "prl_cbt.h"
 #include "prl_meta.h"
 
 #define DM_MSG_PREFIX "parallels"
@@ -85,6 +86,7 @@ struct prl_target {
 	sector_t lower_sectors;
 
 	struct prl_meta meta;
+	struct prl_cbt cbt;
 	unsigned int cluster_shift;	/* log2(cluster), if a power of two */
 	bool cluster_pow2;
 	bool writable;
@@ -109,6 +111,8 @@ struct prl_target {
 	bool ignore_in_use;
 	bool no_discard;
 	unsigned int commit_interval_ms;
+	bool cbt_arg;			/* "cbt" */
+	u32 cbt_granularity;		/* "cbt_granularity:<n>", or 0 */
 };
 
 static int prl_parse_args(struct prl_target *pt, struct dm_arg_set *as)
@@ -148,11 +152,19 @@ static int prl_parse_args(struct prl_target *pt, struct dm_arg_set *as)
 			pt->commit_interval_ms = val;
 			continue;
 		}
-		if (!strcasecmp(arg, "cbt") ||
-		    !strncasecmp(arg, "cbt_granularity:", 16))
-			ti->error = "Changed block tracking (cbt) is not supported yet";
-		else
-			ti->error = "Unknown optional argument";
+		if (!strcasecmp(arg, "cbt")) {
+			pt->cbt_arg = true;
+			continue;
+		}
+		if (sscanf(arg, "cbt_granularity:%u%c", &val, &dummy) == 1) {
+			if (!val || !is_power_of_2(val) || val > (1U << 22)) {
+				ti->error = "cbt_granularity must be a power of two up to 2^22";
+				return -EINVAL;
+			}
+			pt->cbt_granularity = val;
+			continue;
+		}
+		ti->error = "Unknown optional argument";
 		return -EINVAL;
 	}
 	if (as->argc) {
@@ -169,6 +181,8 @@ static void prl_destroy(struct prl_target *pt)
 	mempool_exit(&pt->alloc_pool);
 	if (pt->kc)
 		dm_kcopyd_client_destroy(pt->kc);
+	if (pt->writable)
+		prl_cbt_release(&pt->cbt);
 	prl_meta_release(&pt->meta);
 	if (pt->io)
 		dm_io_client_destroy(pt->io);
@@ -193,10 +207,13 @@ static int prl_init_writer(struct prl_target *pt)
 		ti->error = "Image in use or not closed cleanly (see ignore_in_use)";
 		return -EBUSY;
 	}
-	if (g->ext_off) {
-		ti->error = "Images with a format extension cannot be opened read-write yet";
-		return -EINVAL;
-	}
+	pt->writable = true;	/* from here on prl_destroy() releases the cbt */
+	r = prl_cbt_load(&pt->cbt, &pt->meta,
+			 pt->cbt_arg || pt->cbt_granularity,
+			 pt->cbt_granularity ?: PRL_CBT_DEFAULT_GRANULARITY,
+			 &ti->error);
+	if (r)
+		return r;
 
 	pt->kc = dm_kcopyd_client_create(NULL);
 	if (IS_ERR(pt->kc)) {
@@ -230,7 +247,6 @@ static int prl_init_writer(struct prl_target *pt)
 	ti->num_write_zeroes_bios = 1;
 	ti->per_io_data_size = sizeof(struct prl_bio);
 	ti->accounts_remapped_io = true;
-	pt->writable = true;
 	return 0;
 }
 
@@ -311,6 +327,10 @@ static int prl_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		if (r)
 			goto bad;
 		pt->state = PRL_STATE_RW;
+	} else if (pt->cbt_arg || pt->cbt_granularity) {
+		ti->error = "Changed block tracking needs a writable table";
+		r = -EINVAL;
+		goto bad;
 	} else {
 		pt->state = g->in_use == PRL_IN_USE_OPEN ?
 			    PRL_STATE_NEEDS_CHECK : PRL_STATE_RO;
@@ -436,11 +456,14 @@ static int prl_map(struct dm_target *ti, struct bio *bio)
 
 		if (bio_sectors(bio) > left)
 			dm_accept_partial_bio(bio, left);
+		prl_cbt_mark(&pt->cbt, vsec, bio_sectors(bio));
 		prl_defer(pt, bio);
 		return DM_MAPIO_SUBMITTED;
 	}
 	if (unlikely(bio_op(bio) != REQ_OP_WRITE))
 		return DM_MAPIO_KILL;
+	/* The bitmap knows of a write before the write can land. */
+	prl_cbt_mark(&pt->cbt, vsec, bio_sectors(bio));
 	/* Allocation, the first write and commits are the worker's. */
 	if (!entry || !smp_load_acquire(&pt->open) ||
 	    prl_needs_commit(pt, bio)) {
@@ -775,9 +798,14 @@ static void prl_postsuspend(struct dm_target *ti)
 		return;
 	cancel_delayed_work_sync(&pt->waker);
 	flush_workqueue(pt->wq);
-	if (!pt->open || READ_ONCE(pt->state) == PRL_STATE_ERROR)
+	if (READ_ONCE(pt->state) == PRL_STATE_ERROR)
 		return;
-	if (prl_commit(pt) || prl_meta_set_in_use(&pt->meta, false)) {
+	/* A bitmap changed by messages alone is stored too, image opened. */
+	if (!pt->open && !prl_cbt_dirty(&pt->cbt))
+		return;
+	if ((!pt->open && prl_meta_set_in_use(&pt->meta, true)) ||
+	    prl_commit(pt) || prl_cbt_store(&pt->cbt, &pt->meta) ||
+	    prl_meta_set_in_use(&pt->meta, false)) {
 		prl_set_error(pt);
 		return;
 	}
@@ -792,6 +820,44 @@ static void prl_resume(struct dm_target *ti)
 	if (pt->writable)
 		queue_delayed_work(pt->wq, &pt->waker,
 				   msecs_to_jiffies(pt->commit_interval_ms));
+}
+
+/* "cbt start <granularity>", "cbt stop", "cbt clear". */
+static int prl_cbt_message(struct prl_target *pt, unsigned int argc,
+			   char **argv)
+{
+	const char *dev = dm_table_device_name(pt->ti->table);
+	unsigned int gran;
+	char dummy;
+	int r;
+
+	if (!pt->writable) {
+		DMWARN("%s: cbt: the table is read-only", dev);
+		return -EINVAL;
+	}
+	if (argc == 2 && !strcasecmp(argv[0], "start")) {
+		if (sscanf(argv[1], "%u%c", &gran, &dummy) != 1 || !gran ||
+		    !is_power_of_2(gran) || gran > (1U << 22)) {
+			DMWARN("%s: cbt start: bad granularity %s", dev, argv[1]);
+			return -EINVAL;
+		}
+		r = prl_cbt_start(&pt->cbt, &pt->meta, gran);
+		if (r == -EEXIST)
+			DMWARN("%s: cbt start: already tracking (cbt stop first)", dev);
+		return r;
+	}
+	if (argc == 1 && !strcasecmp(argv[0], "stop")) {
+		r = prl_cbt_stop(&pt->cbt);
+	} else if (argc == 1 && !strcasecmp(argv[0], "clear")) {
+		r = prl_cbt_clear(&pt->cbt);
+	} else {
+		DMWARN("%s: unknown cbt message (known: start <granularity>, stop, clear)",
+		       dev);
+		return -EINVAL;
+	}
+	if (r == -ENOENT)
+		DMWARN("%s: cbt %s: not tracking", dev, argv[0]);
+	return r;
 }
 
 /*
@@ -816,12 +882,9 @@ static int prl_message(struct dm_target *ti, unsigned int argc, char **argv,
 		flush_work(&pt->worker);
 		return READ_ONCE(pt->state) == PRL_STATE_ERROR ? -EIO : 0;
 	}
-	if (argc >= 1 && !strcasecmp(argv[0], "cbt")) {
-		DMWARN("%s: changed block tracking is not supported yet",
-		       dm_table_device_name(ti->table));
-		return -EOPNOTSUPP;
-	}
-	DMWARN("%s: unknown message '%s' (known: commit)",
+	if (argc >= 2 && !strcasecmp(argv[0], "cbt"))
+		return prl_cbt_message(pt, argc - 1, argv + 1);
+	DMWARN("%s: unknown message '%s' (known: commit, cbt)",
 	       dm_table_device_name(ti->table), argc ? argv[0] : "");
 	return -EINVAL;
 }
@@ -833,21 +896,27 @@ static void prl_status(struct dm_target *ti, status_type_t type,
 	struct prl_target *pt = ti->private;
 	struct prl_meta *pm = &pt->meta;
 	unsigned int sz = 0, nr_opts;
+	u64 dirty, total;
 
 	switch (type) {
 	case STATUSTYPE_INFO:
 		/* DESIGN's fixed fields, then what this version adds. */
-		DMEMIT("%u/%u %u %llu %s - %llu", READ_ONCE(pm->allocated),
+		DMEMIT("%u/%u %u %llu %s ", READ_ONCE(pm->allocated),
 		       pm->geom.bat_entries, pm->geom.cluster_sectors,
 		       (unsigned long long)READ_ONCE(pm->image_end),
-		       prl_state_names[READ_ONCE(pt->state)],
-		       READ_ONCE(pt->nospc));
+		       prl_state_names[READ_ONCE(pt->state)]);
+		if (pt->writable && prl_cbt_count(&pt->cbt, &dirty, &total))
+			DMEMIT("%llu/%llu", dirty, total);
+		else
+			DMEMIT("-");
+		DMEMIT(" %llu", READ_ONCE(pt->nospc));
 		break;
 	case STATUSTYPE_TABLE:
 		DMEMIT("%s %s", pt->image->name,
 		       pt->lower ? pt->lower->name : "-");
 		nr_opts = pt->ignore_in_use + pt->no_discard +
-			  (pt->commit_interval_ms != PRL_DEFAULT_COMMIT_MS);
+			  (pt->commit_interval_ms != PRL_DEFAULT_COMMIT_MS) +
+			  pt->cbt_arg + !!pt->cbt_granularity;
 		if (!nr_opts)
 			break;
 		DMEMIT(" %u", nr_opts);
@@ -857,6 +926,10 @@ static void prl_status(struct dm_target *ti, status_type_t type,
 			DMEMIT(" no_discard");
 		if (pt->commit_interval_ms != PRL_DEFAULT_COMMIT_MS)
 			DMEMIT(" commit_interval_ms:%u", pt->commit_interval_ms);
+		if (pt->cbt_arg)
+			DMEMIT(" cbt");
+		if (pt->cbt_granularity)
+			DMEMIT(" cbt_granularity:%u", pt->cbt_granularity);
 		break;
 	case STATUSTYPE_IMA:
 		*result = '\0';
@@ -896,7 +969,7 @@ static void prl_io_hints(struct dm_target *ti, struct queue_limits *limits)
 
 static struct target_type prl_target_type = {
 	.name = "parallels",
-	.version = {0, 3, 0},
+	.version = {0, 4, 0},
 	.module = THIS_MODULE,
 	.ctr = prl_ctr,
 	.dtr = prl_dtr,

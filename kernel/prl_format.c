@@ -235,3 +235,139 @@ int prl_check_bat(const struct prl_geom *g, const __le32 *bat,
 	*end = top;
 	return 0;
 }
+
+/* ---- the format extension -------------------------------------------- */
+
+__u64 prl_bitmap_l1_size(__u64 nb_sectors, __u32 granularity,
+			 __u64 cluster_bytes)
+{
+	__u64 bits = nb_sectors / granularity + !!(nb_sectors % granularity);
+	__u64 bytes = (bits + 63) / 64 * 8;
+
+	return bytes / cluster_bytes + !!(bytes % cluster_bytes);
+}
+
+/* A dirty bitmap feature of @size bytes at @d: 0 if image @g can use it. */
+static int prl_parse_bitmap(const __u8 *d, __u32 size, __u32 pos,
+			    const struct prl_geom *g, struct prl_ext_bitmap *bm)
+{
+	struct prl_ext_dirty_bitmap raw;
+	__u64 cb = (__u64)g->cluster_sectors << 9, bits, words;
+
+	if (size < sizeof(raw))
+		return -EINVAL;
+	memcpy(&raw, d, sizeof(raw));
+	bm->size = prl_le64(raw.size);
+	memcpy(bm->id, raw.id, sizeof(bm->id));
+	bm->granularity = prl_le32(raw.granularity);
+	bm->l1_size = prl_le32(raw.l1_size);
+	bm->l1_pos = pos + sizeof(raw);
+	if (bm->size != g->nb_sectors || !bm->granularity ||
+	    (bm->granularity & (bm->granularity - 1)) ||
+	    bm->granularity > (1U << 22))
+		return -EINVAL;
+	if ((__u64)bm->l1_size * 8 > size - sizeof(raw))
+		return -EINVAL;
+	/* ploop serializes in bytes, QEMU in 64-bit words: accept both. */
+	bits = g->nb_sectors / bm->granularity +
+	       !!(g->nb_sectors % bm->granularity);
+	words = prl_bitmap_l1_size(g->nb_sectors, bm->granularity, cb);
+	if (bm->l1_size != words &&
+	    bm->l1_size != (bits + 7) / 8 / cb + !!((bits + 7) / 8 % cb))
+		return -EINVAL;
+	return 0;
+}
+
+int prl_parse_ext(const void *buf, __u32 len, const struct prl_geom *g,
+		  struct prl_ext_info *info, const char **why)
+{
+	const __u8 *p = buf;
+	struct prl_ext_feature fh;
+	struct prl_ext_bitmap bm;
+	__u32 pos = sizeof(struct prl_ext_header), size, padded;
+	__u64 magic, flags;
+
+	memset(info, 0, sizeof(*info));
+	for (;;) {
+		if (pos > len || len - pos < sizeof(fh)) {
+			*why = "Format extension has no end of features";
+			return -EINVAL;
+		}
+		memcpy(&fh, p + pos, sizeof(fh));
+		magic = prl_le64(fh.magic);
+		flags = prl_le64(fh.flags);
+		size = prl_le32(fh.data_size);
+		if (magic == PRL_EXT_END)
+			return 0;
+		padded = (size + 7) & ~7U;
+		if (size > len || padded > len - pos - sizeof(fh)) {
+			*why = "Format extension feature overruns its cluster";
+			return -EINVAL;
+		}
+		if (magic == PRL_EXT_DIRTY_BITMAP) {
+			if (!prl_parse_bitmap(p + pos + sizeof(fh), size,
+					      pos + sizeof(fh), g, &bm) &&
+			    !info->nr_bitmaps++)
+				info->bitmap = bm;
+			else
+				info->nr_dropped++;
+		} else if (flags & PRL_EXT_FLAG_NECESSARY) {
+			info->necessary++;
+		} else if ((flags & PRL_EXT_FLAG_TRANSIT) &&
+			   info->nr_transit < PRL_EXT_MAX_TRANSIT) {
+			info->transit_pos[info->nr_transit] = pos;
+			info->transit_len[info->nr_transit++] =
+				sizeof(fh) + padded;
+		} else {
+			info->nr_dropped++;
+		}
+		pos += sizeof(fh) + padded;
+	}
+}
+
+int prl_check_l1(const struct prl_geom *g, const __le32 *bat,
+		 const __le64 *l1, __u32 l1_size, __u64 dev_sectors,
+		 __u64 *scratch, __u64 *end, const char **why)
+{
+	__u64 sector, top = g->data_off;
+	__u32 i, n = 0, rem;
+
+	for (i = 0; i < g->bat_entries; i++) {
+		__u32 e = prl_le32(bat[i]);
+
+		if (!e)
+			continue;
+		sector = prl_entry_sector(g, e);
+		scratch[n++] = prl_dup_key(g, sector, 0);
+		if (sector + g->cluster_sectors > top)
+			top = sector + g->cluster_sectors;
+	}
+	if (g->ext_off) {
+		scratch[n++] = prl_dup_key(g, g->ext_off, 0);
+		if (g->ext_off + g->cluster_sectors > top)
+			top = g->ext_off + g->cluster_sectors;
+	}
+	for (i = 0; i < l1_size; i++) {
+		sector = prl_le64(l1[i]);
+		if (sector <= 1)
+			continue;
+		if (prl_check_cluster(g, sector, dev_sectors, why) ||
+		    div_u64_rem(sector - g->data_off, g->cluster_sectors,
+				&rem) >> 32) {
+			*why = "Dirty bitmap points outside the data area";
+			return -EINVAL;
+		}
+		scratch[n++] = prl_dup_key(g, sector, 1);
+		if (sector + g->cluster_sectors > top)
+			top = sector + g->cluster_sectors;
+	}
+	prl_sort_u64(scratch, n);
+	for (i = 1; i < n; i++) {
+		if (scratch[i] >> 32 == scratch[i - 1] >> 32) {
+			*why = "Dirty bitmap shares a cluster with other data";
+			return -EINVAL;
+		}
+	}
+	*end = top;
+	return 0;
+}

@@ -166,4 +166,59 @@ int prl_check_bat(const struct prl_geom *g, const __le32 *bat,
 		  __u64 dev_sectors, __u64 *scratch, __u64 *end,
 		  struct prl_bat_err *err, const char **why);
 
+/* ---- the format extension -------------------------------------------- */
+
+/* A dirty bitmap feature, as found in a format extension cluster. */
+struct prl_ext_bitmap {
+	__u64	size;		/* sectors: the image's nb_sectors */
+	__u8	id[16];
+	__u32	granularity;	/* sectors per bit, a power of two */
+	__u32	l1_size;
+	__u32	l1_pos;		/* byte offset of its __le64 L1 table */
+};
+
+#define PRL_EXT_MAX_TRANSIT	8
+
+/* What prl_parse_ext() found; only the first valid bitmap is described. */
+struct prl_ext_info {
+	__u32	nr_bitmaps;
+	struct prl_ext_bitmap bitmap;
+	__u32	nr_transit;	/* unknown TRANSIT features, kept as they are */
+	__u32	transit_pos[PRL_EXT_MAX_TRANSIT];	/* feature header */
+	__u32	transit_len[PRL_EXT_MAX_TRANSIT];	/* header + padded data */
+	__u32	nr_dropped;	/* unknown plain features, bad or extra bitmaps */
+	__u32	necessary;	/* unknown NECESSARY features: change nothing */
+};
+
+/*
+ * prl_bitmap_l1_size - L1 entries of a dirty bitmap of @nb_sectors at
+ * @granularity sectors per bit, serialized (as QEMU does) in 64-bit words
+ * into clusters of @cluster_bytes.  Bit n is bit n % 8 of byte n / 8.
+ */
+__u64 prl_bitmap_l1_size(__u64 nb_sectors, __u32 granularity,
+			 __u64 cluster_bytes);
+
+/*
+ * prl_parse_ext - walk the features of a format extension cluster whose
+ * magic and MD5 the caller checked.  @buf: its first @len bytes (the
+ * feature list must end inside them).  A dirty bitmap that does not fit
+ * image @g is counted in nr_dropped; its L1 entries are not checked here
+ * (prl_check_l1()).  Returns 0, or -EINVAL with @why for a feature list
+ * that has no end marker or overruns the cluster.
+ */
+int prl_parse_ext(const void *buf, __u32 len, const struct prl_geom *g,
+		  struct prl_ext_info *info, const char **why);
+
+/*
+ * prl_check_l1 - check the clusters a dirty bitmap's L1 table points at
+ * (entries 0 and 1 stand for all-clear and all-set and own none): each a
+ * valid cluster, shared with no BAT entry, ext_off or other L1 entry.
+ * @bat was accepted by prl_check_bat().  @scratch: room for
+ * prl_count_allocated() + 1 + @l1_size entries.  @end: as prl_check_bat()
+ * but counting these clusters too.  Returns 0 or -EINVAL with @why.
+ */
+int prl_check_l1(const struct prl_geom *g, const __le32 *bat,
+		 const __le64 *l1, __u32 l1_size, __u64 dev_sectors,
+		 __u64 *scratch, __u64 *end, const char **why);
+
 #endif /* PRL_FORMAT_H */

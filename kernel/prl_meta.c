@@ -14,8 +14,8 @@
 
 #define DM_MSG_PREFIX "parallels"
 
-static int prl_meta_io(struct prl_meta *pm, blk_opf_t opf, void *buf,
-		       sector_t sector, sector_t count)
+int prl_meta_io(struct prl_meta *pm, blk_opf_t opf, void *buf,
+		sector_t sector, sector_t count)
 {
 	struct dm_io_region where = {
 		.bdev = pm->bdev,
@@ -260,4 +260,23 @@ int prl_meta_set_in_use(struct prl_meta *pm, bool open)
 	prl_meta_dirty_bytes(pm, 0, sizeof(*hdr));
 	spin_unlock_irq(&pm->lock);
 	return prl_meta_commit(pm);
+}
+
+void prl_meta_set_ext(struct prl_meta *pm, sector_t sector)
+{
+	struct prl_header *hdr = pm->buf;
+
+	spin_lock_irq(&pm->lock);
+	pm->geom.ext_off = sector;
+	hdr->ext_off = cpu_to_le64(sector);
+	prl_meta_dirty_bytes(pm, 0, sizeof(*hdr));
+	spin_unlock_irq(&pm->lock);
+}
+
+void prl_meta_reserve(struct prl_meta *pm, sector_t end)
+{
+	spin_lock_irq(&pm->lock);
+	if (end > pm->image_end)
+		pm->image_end = end;
+	spin_unlock_irq(&pm->lock);
 }

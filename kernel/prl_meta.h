@@ -50,6 +50,10 @@ struct prl_meta {
 	sector_t image_end;	/* first sector after the last used cluster */
 };
 
+/* Synchronous I/O of @count sectors of the image at @sector, via dm-io. */
+int prl_meta_io(struct prl_meta *pm, blk_opf_t opf, void *buf,
+		sector_t sector, sector_t count);
+
 /* @writable: also allocate what prl_meta_commit() needs. */
 int prl_meta_load(struct prl_meta *pm, struct block_device *bdev,
 		  struct dm_io_client *io, bool writable, char **error);
@@ -76,6 +80,12 @@ static inline bool prl_meta_clean(struct prl_meta *pm)
 }
 
 int prl_meta_commit(struct prl_meta *pm);
+
+/* Point the header's ext_off at @sector (0: none), from the next commit. */
+void prl_meta_set_ext(struct prl_meta *pm, sector_t sector);
+
+/* Clusters below @end are taken (a format extension's): allocate past it. */
+void prl_meta_reserve(struct prl_meta *pm, sector_t end);
 
 /* Set the header's in_use to open (before the first write) or closed. */
 int prl_meta_set_in_use(struct prl_meta *pm, bool open);

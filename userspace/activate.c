@@ -932,7 +932,6 @@ struct layer {
 	uint64_t len;		/* table length */
 	uint64_t grow_bytes;	/* size the file may reach */
 	uint32_t in_use;
-	bool ext;		/* has a format extension */
 	struct loopdev loop;	/* fd -1: none held */
 	dev_t dev;		/* what the table serves: loop or block device */
 	char dm_name[DM_NAME_LEN];
@@ -957,8 +956,10 @@ uint64_t max_sectors(const struct prl_image *img)
 	uint64_t a = g->data_off + ((uint64_t)g->bat_entries + !!g->ext_off) * cs;
 	uint64_t b = img->end + (uint64_t)(g->bat_entries - img->allocated) * cs;
 	uint64_t lim = (uint64_t)UINT32_MAX * g->off_mult + cs;
+	/* And a dirty bitmap of 4 KiB granules with its extension cluster. */
+	uint64_t bm = (prl_bitmap_l1_size(g->nb_sectors, 8, cs << PRL_SECTOR_SHIFT) + 1) * cs;
 
-	a = a > b ? a : b;
+	a = (a > b ? a : b) + bm;
 	return a < lim ? a : lim;
 }
 
@@ -995,7 +996,6 @@ static int probe_layer(struct layer *l, struct prl_err *err)
 		return r;
 	l->img_sectors = img->geom.nb_sectors;
 	l->in_use = img->geom.in_use;
-	l->ext = img->geom.ext_off != 0;
 	l->grow_bytes = max_sectors(img) << PRL_SECTOR_SHIFT;
 	prl_image_close(img, &(struct prl_err){ "" });
 	return 0;
@@ -1244,10 +1244,6 @@ static int set_lengths(struct act *a, struct prl_err *err)
 			l->len = a->d->disk_size;
 		if (!l->len)
 			return prl_errf(err, EINVAL, "image %s has no sectors", l->im->path);
-		if (l->top && !l->ro && l->ext)
-			return prl_errf(err, EOPNOTSUPP,
-					"image %s has a format extension (a dirty bitmap), which the target cannot write yet: activate it with --read-only",
-					l->im->path);
 	}
 	return 0;
 }

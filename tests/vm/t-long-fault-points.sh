@@ -8,9 +8,9 @@
 # written and flushed before (checked through the device and through QEMU's
 # reading of the descriptor's chain); after the final deactivate no dm or
 # loop device is left, every image of the descriptor passes qemu-img check
-# and its file is cut back to its image end.  In make check-long only (~130 s
+# and its file is cut back to its image end.  In make check-long only (~400 s
 # under TCG): make check keeps within CI's time.
-# vm-timeout: 600
+# vm-timeout: 900
 set -eu
 . "$SRC/tests/vm/lib.sh"
 require_cmd qemu-img python3 dmsetup losetup

@@ -1,0 +1,541 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * dm-parallels changed block tracking: load, track and store the dirty
+ * bitmap of the format extension.  See prl_cbt.h for the protocol.
+ */
+#include <crypto/hash.h>
+#include <linux/bitmap.h>
+#include <linux/blkdev.h>
+#include <linux/device-mapper.h>
+#include <linux/log2.h>
+#include <linux/random.h>
+#include <linux/slab.h>
+#include <linux/uuid.h>
+#include <linux/vmalloc.h>
+
+#include "prl_cbt.h"
+
+#define DM_MSG_PREFIX "parallels"
+
+/* The extension cluster is read whole and hashed whole. */
+#define PRL_CBT_MAX_CLUSTER	(64ULL << 20)
+/* 2^31 bits is a 256 MiB bitmap in memory. */
+#define PRL_CBT_MAX_BITS	BIT_ULL(31)
+
+static u64 prl_cbt_bytes(const struct prl_meta *pm)
+{
+	return (u64)pm->geom.cluster_sectors << SECTOR_SHIFT;
+}
+
+static struct prl_cbt_map *prl_cbt_map_alloc(u64 nb_sectors, u32 granularity)
+{
+	struct prl_cbt_map *m;
+	u64 nr = DIV_ROUND_UP_ULL(nb_sectors, granularity);
+
+	if (!nr || nr > PRL_CBT_MAX_BITS)
+		return NULL;
+	m = kvzalloc(struct_size(m, bits, BITS_TO_LONGS(nr)), GFP_KERNEL);
+	if (!m)
+		return NULL;
+	m->nr_bits = nr;
+	m->shift = ilog2(granularity);
+	return m;
+}
+
+static void prl_cbt_map_free(struct rcu_head *rcu)
+{
+	kvfree(container_of(rcu, struct prl_cbt_map, rcu));
+}
+
+/* A new map in place of the old one, which goes after a grace period. */
+static void prl_cbt_swap(struct prl_cbt *c, struct prl_cbt_map *m)
+{
+	struct prl_cbt_map *old;
+
+	old = rcu_replace_pointer(c->map, m, lockdep_is_held(&c->lock));
+	if (old)
+		call_rcu(&old->rcu, prl_cbt_map_free);
+}
+
+/* L1 entries (one per bitmap cluster) of @m, QEMU's way. */
+static u32 prl_cbt_l1_size(const struct prl_meta *pm, const struct prl_cbt_map *m)
+{
+	return prl_bitmap_l1_size(pm->geom.nb_sectors, 1U << m->shift,
+				  prl_cbt_bytes(pm));
+}
+
+/* clusters[] sized for @m, keeping what we own where the sizes agree. */
+static int prl_cbt_size_clusters(struct prl_cbt *c, const struct prl_meta *pm,
+				 const struct prl_cbt_map *m)
+{
+	u32 n = prl_cbt_l1_size(pm, m);
+	sector_t *cl;
+
+	if (n == c->l1_size)
+		return 0;
+	cl = kvcalloc(n, sizeof(*cl), GFP_KERNEL);
+	if (!cl)
+		return -ENOMEM;
+	if (c->clusters)
+		memcpy(cl, c->clusters, min(n, c->l1_size) * sizeof(*cl));
+	kvfree(c->clusters);
+	c->clusters = cl;
+	c->l1_size = n;
+	return 0;
+}
+
+/* Word @w (64 bits, bit n of the map at bit n % 64) of the map. */
+static u64 prl_cbt_word(const struct prl_cbt_map *m, u64 w)
+{
+#if BITS_PER_LONG == 64
+	return m->bits[w];
+#else
+	return m->bits[2 * w] | (u64)m->bits[2 * w + 1] << 32;
+#endif
+}
+
+static void prl_cbt_set_word(struct prl_cbt_map *m, u64 w, u64 val)
+{
+#if BITS_PER_LONG == 64
+	m->bits[w] = val;
+#else
+	m->bits[2 * w] = (u32)val;
+	m->bits[2 * w + 1] = val >> 32;
+#endif
+}
+
+static u64 prl_cbt_words(const struct prl_cbt_map *m)
+{
+	return DIV_ROUND_UP_ULL(m->nr_bits, 64);
+}
+
+/* Bitmap cluster @i (its first bit: @i * cluster bits) from disk, or all set. */
+static int prl_cbt_read_cluster(struct prl_meta *pm, struct prl_cbt_map *m,
+				u32 i, u64 entry, __le64 *tmp)
+{
+	u64 per = prl_cbt_bytes(pm) / 8, first = i * per, w;
+	int r;
+
+	if (first >= prl_cbt_words(m))
+		return 0;
+	if (entry == 1) {
+		for (w = first; w < min(first + per, prl_cbt_words(m)); w++)
+			prl_cbt_set_word(m, w, ~0ULL);
+		return 0;
+	}
+	r = prl_meta_io(pm, REQ_OP_READ, tmp, entry, pm->geom.cluster_sectors);
+	if (r)
+		return r;
+	for (w = first; w < min(first + per, prl_cbt_words(m)); w++)
+		prl_cbt_set_word(m, w, le64_to_cpu(tmp[w - first]));
+	return 0;
+}
+
+/* The bits past the disk's end are not ours to report. */
+static void prl_cbt_trim(struct prl_cbt_map *m)
+{
+	u64 words = BITS_TO_LONGS(m->nr_bits) * BITS_PER_LONG;
+
+	if (words > m->nr_bits)
+		bitmap_clear(m->bits, m->nr_bits, words - m->nr_bits);
+}
+
+/*
+ * The bitmap of a valid extension: its clusters checked against the BAT,
+ * then read (closed as v2.1) or all set (not).  A bad one is dropped.
+ */
+static int prl_cbt_load_bitmap(struct prl_cbt *c, struct prl_meta *pm,
+			       const void *ext, const struct prl_ext_bitmap *bm)
+{
+	const __le64 *l1 = ext + bm->l1_pos;
+	const char *why;
+	struct prl_cbt_map *m;
+	__le64 *tmp = NULL;
+	u64 *scratch, end;
+	u32 i;
+	int r;
+
+	scratch = kvmalloc_array((size_t)pm->allocated + 1 + bm->l1_size,
+				 sizeof(*scratch), GFP_KERNEL);
+	if (!scratch)
+		return -ENOMEM;
+	r = prl_check_l1(&pm->geom, pm->bat, l1, bm->l1_size, pm->dev_sectors,
+			 scratch, &end, &why);
+	kvfree(scratch);
+	if (r) {
+		DMWARN("dirty bitmap dropped: %s", why);
+		return 0;
+	}
+	m = prl_cbt_map_alloc(pm->geom.nb_sectors, bm->granularity);
+	if (!m) {
+		DMWARN("dirty bitmap dropped: too large to keep in memory");
+		return 0;
+	}
+	r = prl_cbt_size_clusters(c, pm, m);
+	if (r)
+		goto fail;
+	/* Its clusters are ours: kept for the next store, never allocated over. */
+	prl_meta_reserve(pm, end);
+	for (i = 0; i < bm->l1_size && i < c->l1_size; i++)
+		if (le64_to_cpu(l1[i]) > 1)
+			c->clusters[i] = le64_to_cpu(l1[i]);
+	memcpy(c->id, bm->id, sizeof(c->id));
+
+	if (pm->geom.in_use != PRL_IN_USE_CLOSED) {
+		DMWARN("dirty bitmap %pUb was not closed cleanly: every block counts as changed",
+		       c->id);
+		bitmap_fill(m->bits, m->nr_bits);
+		goto done;
+	}
+	tmp = vmalloc(prl_cbt_bytes(pm));
+	r = tmp ? 0 : -ENOMEM;
+	for (i = 0; i < bm->l1_size && !r; i++)
+		if (le64_to_cpu(l1[i]))
+			r = prl_cbt_read_cluster(pm, m, i, le64_to_cpu(l1[i]), tmp);
+	vfree(tmp);
+	if (r)
+		goto fail;
+done:
+	prl_cbt_trim(m);
+	rcu_assign_pointer(c->map, m);
+	return 0;
+fail:
+	kvfree(m);
+	return r;
+}
+
+/* Keep the unknown TRANSIT features, as they are, for the next store. */
+static int prl_cbt_keep_transit(struct prl_cbt *c, const void *ext,
+				const struct prl_ext_info *info)
+{
+	u32 i, len = 0;
+
+	for (i = 0; i < info->nr_transit; i++)
+		len += info->transit_len[i];
+	if (!len)
+		return 0;
+	c->transit = kvmalloc(len, GFP_KERNEL);
+	if (!c->transit)
+		return -ENOMEM;
+	for (i = 0; i < info->nr_transit; i++) {
+		memcpy(c->transit + c->transit_len, ext + info->transit_pos[i],
+		       info->transit_len[i]);
+		c->transit_len += info->transit_len[i];
+	}
+	return 0;
+}
+
+static int prl_cbt_read_ext(struct prl_cbt *c, struct prl_meta *pm,
+			    char **error)
+{
+	const struct prl_ext_header *eh;
+	struct prl_ext_info info;
+	u64 cb = prl_cbt_bytes(pm);
+	const char *why;
+	u8 md5[16];
+	void *ext;
+	int r;
+
+	if (cb > PRL_CBT_MAX_CLUSTER) {
+		*error = "Format extensions in clusters over 64 MiB are not supported";
+		return -EINVAL;
+	}
+	ext = vmalloc(cb);
+	if (!ext) {
+		*error = "Cannot allocate memory for the format extension";
+		return -ENOMEM;
+	}
+	r = prl_meta_io(pm, REQ_OP_READ, ext, pm->geom.ext_off,
+			pm->geom.cluster_sectors);
+	if (r) {
+		*error = "Cannot read the format extension";
+		goto out;
+	}
+	/* Its cluster is ours, whatever it holds. */
+	c->ext_sector = pm->geom.ext_off;
+	eh = ext;
+	r = crypto_shash_tfm_digest(c->md5, ext + sizeof(*eh), cb - sizeof(*eh),
+				    md5);
+	if (r) {
+		*error = "Cannot compute the format extension's MD5";
+		goto out;
+	}
+	if (le64_to_cpu(eh->magic) != PRL_EXT_MAGIC) {
+		DMWARN("format extension dropped: bad magic");
+		goto out;
+	}
+	if (memcmp(md5, eh->md5, sizeof(md5))) {
+		DMWARN("format extension dropped: MD5 mismatch");
+		goto out;
+	}
+	if (prl_parse_ext(ext, cb, &pm->geom, &info, &why)) {
+		DMWARN("format extension dropped: %s", why);
+		goto out;
+	}
+	if (info.necessary) {
+		*error = "Image has a necessary format extension feature this target does not know";
+		r = -EINVAL;
+		goto out;
+	}
+	if (info.nr_dropped)
+		DMINFO("dropping %u format extension feature(s) (unknown or unusable)",
+		       info.nr_dropped);
+	r = prl_cbt_keep_transit(c, ext, &info);
+	if (!r && info.nr_bitmaps)
+		r = prl_cbt_load_bitmap(c, pm, ext, &info.bitmap);
+	if (r)
+		*error = "Cannot load the dirty bitmap";
+out:
+	vfree(ext);
+	return r;
+}
+
+int prl_cbt_load(struct prl_cbt *c, struct prl_meta *pm, bool want,
+		 u32 granularity, char **error)
+{
+	int r = 0;
+
+	mutex_init(&c->lock);
+	if (!pm->geom.ext_off && !want)
+		return 0;
+	c->md5 = crypto_alloc_shash("md5", 0, 0);
+	if (IS_ERR(c->md5)) {
+		r = PTR_ERR(c->md5);
+		c->md5 = NULL;
+		*error = "Cannot allocate MD5 for the format extension";
+		return r;
+	}
+	mutex_lock(&c->lock);
+	if (pm->geom.ext_off)
+		r = prl_cbt_read_ext(c, pm, error);
+	mutex_unlock(&c->lock);
+	if (!r && want && !rcu_access_pointer(c->map)) {
+		r = prl_cbt_start(c, pm, granularity);
+		if (r)
+			*error = "Cannot allocate the dirty bitmap";
+	}
+	return r;
+}
+
+void prl_cbt_release(struct prl_cbt *c)
+{
+	struct prl_cbt_map *m = rcu_dereference_protected(c->map, true);
+
+	if (!c->md5)
+		return;		/* never tracked */
+	/* No reader is left (the table is going), but a stop may be in flight. */
+	rcu_barrier();
+	kvfree(m);
+	kvfree(c->clusters);
+	kvfree(c->transit);
+	if (c->md5)
+		crypto_free_shash(c->md5);
+}
+
+/*
+ * Bitmap cluster @i of @m into @buf, little-endian words, zero padded.
+ * Returns whether any of its bits is set; *@all_set whether all are.
+ */
+static bool prl_cbt_serialize(const struct prl_meta *pm,
+			      const struct prl_cbt_map *m, u32 i, __le64 *buf,
+			      bool *all_set)
+{
+	u64 per = prl_cbt_bytes(pm) / 8, first = i * per, w;
+	unsigned long b0 = first * 64, b1 = min(b0 + per * 64, m->nr_bits);
+
+	for (w = 0; w < per; w++)
+		buf[w] = cpu_to_le64(first + w < prl_cbt_words(m) ?
+				     prl_cbt_word(m, first + w) : 0);
+	*all_set = find_next_zero_bit(m->bits, b1, b0) >= b1;
+	return find_next_bit(m->bits, b1, b0) < b1;
+}
+
+/* Clusters, L1 table and feature header of the bitmap, into @ext at @pos. */
+static int prl_cbt_store_bitmap(struct prl_cbt *c, struct prl_meta *pm,
+				struct prl_cbt_map *m, void *ext, u32 pos)
+{
+	struct prl_ext_feature *fh = ext + pos;
+	struct prl_ext_dirty_bitmap *bh = ext + pos + sizeof(*fh);
+	__le64 *l1 = (void *)(bh + 1), *tmp;
+	bool any, all_set;
+	sector_t s;
+	u32 i;
+	int r = 0;
+
+	fh->magic = cpu_to_le64(PRL_EXT_DIRTY_BITMAP);
+	fh->data_size = cpu_to_le32(sizeof(*bh) + c->l1_size * 8);
+	bh->size = cpu_to_le64(pm->geom.nb_sectors);
+	memcpy(bh->id, c->id, sizeof(bh->id));
+	bh->granularity = cpu_to_le32(1U << m->shift);
+	bh->l1_size = cpu_to_le32(c->l1_size);
+
+	tmp = vmalloc(prl_cbt_bytes(pm));
+	if (!tmp)
+		return -ENOMEM;
+	for (i = 0; i < c->l1_size && !r; i++) {
+		any = prl_cbt_serialize(pm, m, i, tmp, &all_set);
+		if (!c->clusters[i] && (!any || all_set)) {
+			l1[i] = cpu_to_le64(any ? 1 : 0);
+			continue;
+		}
+		if (!c->clusters[i]) {
+			r = prl_meta_alloc(pm, &s);
+			if (r)
+				break;
+			c->clusters[i] = s;
+		}
+		r = prl_meta_io(pm, REQ_OP_WRITE, tmp, c->clusters[i],
+				pm->geom.cluster_sectors);
+		l1[i] = cpu_to_le64(c->clusters[i]);
+	}
+	vfree(tmp);
+	return r;
+}
+
+int prl_cbt_store(struct prl_cbt *c, struct prl_meta *pm)
+{
+	u64 cb = prl_cbt_bytes(pm);
+	struct prl_ext_header *eh;
+	struct prl_cbt_map *m;
+	u32 pos = sizeof(*eh), need;
+	void *ext = NULL;
+	int r = 0;
+
+	mutex_lock(&c->lock);
+	m = rcu_dereference_protected(c->map, lockdep_is_held(&c->lock));
+	if (!m && !c->transit_len) {
+		if (pm->geom.ext_off)
+			prl_meta_set_ext(pm, 0);
+		goto done;
+	}
+	need = sizeof(*eh) + c->transit_len + sizeof(struct prl_ext_feature);
+	if (m)
+		need += sizeof(struct prl_ext_feature) +
+			sizeof(struct prl_ext_dirty_bitmap) + c->l1_size * 8;
+	ext = cb <= PRL_CBT_MAX_CLUSTER && need <= cb ? vzalloc(cb) : NULL;
+	if (!ext) {
+		DMWARN("format extension dropped: it does not fit its cluster");
+		prl_meta_set_ext(pm, 0);
+		goto done;
+	}
+	if (m) {
+		r = prl_cbt_store_bitmap(c, pm, m, ext, pos);
+		if (r == -ENOSPC) {
+			DMWARN("dirty bitmap dropped: no room for its clusters");
+			prl_meta_set_ext(pm, 0);
+			r = 0;
+			goto done;
+		}
+		if (r)
+			goto out;
+		pos += sizeof(struct prl_ext_feature) +
+		       sizeof(struct prl_ext_dirty_bitmap) + c->l1_size * 8;
+	}
+	memcpy(ext + pos, c->transit, c->transit_len);
+	/* The end-of-features marker is the zeros that follow. */
+	eh = ext;
+	eh->magic = cpu_to_le64(PRL_EXT_MAGIC);
+	r = crypto_shash_tfm_digest(c->md5, ext + sizeof(*eh),
+				    cb - sizeof(*eh), eh->md5);
+	if (!r && !c->ext_sector)
+		r = prl_meta_alloc(pm, &c->ext_sector);
+	if (r == -ENOSPC) {
+		DMWARN("format extension dropped: no room for its cluster");
+		prl_meta_set_ext(pm, 0);
+		r = 0;
+		goto done;
+	}
+	if (!r)
+		r = prl_meta_io(pm, REQ_OP_WRITE, ext, c->ext_sector,
+				pm->geom.cluster_sectors);
+	if (r)
+		goto out;
+	prl_meta_set_ext(pm, c->ext_sector);
+done:
+	WRITE_ONCE(c->changed, false);
+out:
+	vfree(ext);
+	mutex_unlock(&c->lock);
+	return r;
+}
+
+bool prl_cbt_count(struct prl_cbt *c, u64 *dirty, u64 *total)
+{
+	struct prl_cbt_map *m;
+	bool on = false;
+
+	rcu_read_lock();
+	m = rcu_dereference(c->map);
+	if (m) {
+		*dirty = bitmap_weight(m->bits, m->nr_bits);
+		*total = m->nr_bits;
+		on = true;
+	}
+	rcu_read_unlock();
+	return on;
+}
+
+int prl_cbt_start(struct prl_cbt *c, struct prl_meta *pm, u32 granularity)
+{
+	struct prl_cbt_map *m;
+	int r;
+
+	if (!c->md5) {
+		c->md5 = crypto_alloc_shash("md5", 0, 0);
+		if (IS_ERR(c->md5)) {
+			r = PTR_ERR(c->md5);
+			c->md5 = NULL;
+			return r;
+		}
+	}
+	mutex_lock(&c->lock);
+	r = -EEXIST;
+	if (rcu_access_pointer(c->map))
+		goto out;
+	r = -ENOMEM;
+	m = prl_cbt_map_alloc(pm->geom.nb_sectors, granularity);
+	if (!m)
+		goto out;
+	r = prl_cbt_size_clusters(c, pm, m);
+	if (r) {
+		kvfree(m);
+		goto out;
+	}
+	/* A new identity: a backup made against another bitmap is not based on it. */
+	generate_random_uuid(c->id);
+	rcu_assign_pointer(c->map, m);
+	WRITE_ONCE(c->changed, true);
+out:
+	mutex_unlock(&c->lock);
+	return r;
+}
+
+int prl_cbt_stop(struct prl_cbt *c)
+{
+	int r = -ENOENT;
+
+	mutex_lock(&c->lock);
+	if (rcu_access_pointer(c->map)) {
+		prl_cbt_swap(c, NULL);
+		WRITE_ONCE(c->changed, true);
+		r = 0;
+	}
+	mutex_unlock(&c->lock);
+	return r;
+}
+
+int prl_cbt_clear(struct prl_cbt *c)
+{
+	struct prl_cbt_map *m;
+	int r = -ENOENT;
+
+	mutex_lock(&c->lock);
+	m = rcu_dereference_protected(c->map, lockdep_is_held(&c->lock));
+	if (m) {
+		bitmap_zero(m->bits, m->nr_bits);
+		WRITE_ONCE(c->changed, true);
+		r = 0;
+	}
+	mutex_unlock(&c->lock);
+	return r;
+}
