@@ -317,6 +317,160 @@ static void test_duplicates(void **state)
 	assert_int_equal(err.other, 7);
 }
 
+/* ---- format extension ------------------------------------------------ */
+
+/* An extension cluster (4 KiB, as mk_v2's clusters) being built. */
+static unsigned char ext[4096];
+static size_t ext_pos;
+
+static void ext_begin(void)
+{
+	memset(ext, 0, sizeof(ext));
+	ext_pos = sizeof(struct prl_ext_header);
+}
+
+static void ext_feature(__u64 magic, __u64 flags, const void *data, __u32 len)
+{
+	struct prl_ext_feature fh = {
+		.magic = htole64(magic), .flags = htole64(flags),
+		.data_size = htole32(len),
+	};
+
+	memcpy(ext + ext_pos, &fh, sizeof(fh));
+	memcpy(ext + ext_pos + sizeof(fh), data, len);
+	ext_pos += sizeof(fh) + ((len + 7) & ~7U);
+}
+
+/* A bitmap feature for mk_v2's disk: 60 sectors at @gran, one L1 entry. */
+static void ext_bitmap(__u64 size, __u32 gran, __u32 l1_size, __u64 l1)
+{
+	unsigned char d[sizeof(struct prl_ext_dirty_bitmap) + 4 * 8] = { 0 };
+	struct prl_ext_dirty_bitmap bm = {
+		.size = htole64(size), .granularity = htole32(gran),
+		.l1_size = htole32(l1_size),
+	};
+	__le64 e = htole64(l1);
+
+	memset(bm.id, 0xab, sizeof(bm.id));
+	memcpy(d, &bm, sizeof(bm));
+	memcpy(d + sizeof(bm), &e, sizeof(e));
+	ext_feature(PRL_EXT_DIRTY_BITMAP, 0, d, sizeof(bm) + 8 * l1_size);
+}
+
+static void test_ext_features(void **state)
+{
+	struct prl_ext_info info;
+	const char *why = NULL;
+
+	(void)state;
+	mk_v2();
+	assert_int_equal(parse(), 0);
+	assert_int_equal(prl_bitmap_l1_size(60, 8, 4096), 1);
+	assert_int_equal(prl_bitmap_l1_size(4096ULL * 8 + 1, 1, 4096), 2);
+
+	ext_begin();
+	ext_bitmap(60, 8, 1, 40);
+	ext_feature(0x1234, PRL_EXT_FLAG_TRANSIT, "abc", 3);
+	ext_feature(0x5678, 0, "x", 1);
+	ext_bitmap(61, 8, 1, 48);		/* another disk's size: dropped */
+	assert_int_equal(prl_parse_ext(ext, sizeof(ext), &im.g, &info, &why), 0);
+	assert_int_equal(info.nr_bitmaps, 1);
+	assert_int_equal(info.bitmap.granularity, 8);
+	assert_int_equal(info.bitmap.l1_size, 1);
+	assert_int_equal(info.bitmap.l1_pos, 24 + 24 + 32);
+	assert_int_equal(info.nr_transit, 1);
+	assert_int_equal(info.transit_pos[0], 24 + 24 + 40);
+	assert_int_equal(info.transit_len[0], 24 + 8);
+	assert_int_equal(info.nr_dropped, 2);
+	assert_int_equal(info.necessary, 0);
+
+	ext_begin();
+	ext_feature(0x9999, PRL_EXT_FLAG_NECESSARY, "", 0);
+	assert_int_equal(prl_parse_ext(ext, sizeof(ext), &im.g, &info, &why), 0);
+	assert_int_equal(info.necessary, 1);
+
+	ext_begin();
+	ext_bitmap(60, 3, 1, 40);		/* granularity not a power of 2 */
+	ext_bitmap(60, 8, 2, 40);		/* L1 of the wrong size */
+	assert_int_equal(prl_parse_ext(ext, sizeof(ext), &im.g, &info, &why), 0);
+	assert_int_equal(info.nr_bitmaps, 0);
+	assert_int_equal(info.nr_dropped, 2);
+}
+
+static void test_ext_layout(void **state)
+{
+	struct prl_ext_info info;
+	struct prl_ext_feature fh = { .magic = htole64(0x1234),
+				      .data_size = htole32(5000) };
+	const char *why = NULL;
+
+	(void)state;
+	mk_v2();
+	assert_int_equal(parse(), 0);
+	/* Features all the way to the end, no end marker. */
+	ext_begin();
+	while (ext_pos + 24 + 8 <= sizeof(ext))
+		ext_feature(0x1234, 0, "12345678", 8);
+	assert_int_equal(prl_parse_ext(ext, sizeof(ext), &im.g, &info, &why),
+			 -EINVAL);
+	assert_string_equal(why, "Format extension has no end of features");
+	/* A feature longer than the cluster. */
+	ext_begin();
+	memcpy(ext + ext_pos, &fh, sizeof(fh));
+	assert_int_equal(prl_parse_ext(ext, sizeof(ext), &im.g, &info, &why),
+			 -EINVAL);
+	assert_string_equal(why, "Format extension feature overruns its cluster");
+	/* The same with a data_size that wraps when padded. */
+	fh.data_size = htole32(0xfffffffd);
+	memcpy(ext + ext_pos, &fh, sizeof(fh));
+	assert_int_equal(prl_parse_ext(ext, sizeof(ext), &im.g, &info, &why),
+			 -EINVAL);
+}
+
+static void test_check_l1(void **state)
+{
+	__u64 scratch[16], end = 0;
+	__le64 l1[3];
+	const char *why = NULL;
+
+	(void)state;
+	mk_v2();
+	bat()[0] = htole32(2);			/* data cluster at sector 16 */
+	im.h.ext_off = htole64(24);
+	assert_int_equal(parse(), 0);
+	l1[0] = htole64(32);
+	l1[1] = htole64(1);			/* all set: no cluster */
+	l1[2] = htole64(0);
+	assert_int_equal(prl_check_l1(&im.g, bat(), l1, 3, im.dev_sectors,
+				      scratch, &end, &why), 0);
+	assert_int_equal(end, 40);
+	/* Into a BAT entry's cluster, ext_off's, each other's, the header. */
+	l1[1] = htole64(16);
+	assert_int_equal(prl_check_l1(&im.g, bat(), l1, 3, im.dev_sectors,
+				      scratch, &end, &why), -EINVAL);
+	assert_string_equal(why, "Dirty bitmap shares a cluster with other data");
+	l1[1] = htole64(24);
+	assert_int_equal(prl_check_l1(&im.g, bat(), l1, 3, im.dev_sectors,
+				      scratch, &end, &why), -EINVAL);
+	l1[1] = htole64(32);
+	assert_int_equal(prl_check_l1(&im.g, bat(), l1, 3, im.dev_sectors,
+				      scratch, &end, &why), -EINVAL);
+	l1[1] = htole64(4);
+	assert_int_equal(prl_check_l1(&im.g, bat(), l1, 3, im.dev_sectors,
+				      scratch, &end, &why), -EINVAL);
+	assert_string_equal(why, "Dirty bitmap points outside the data area");
+	/* Off the grid, past the end, absurdly far. */
+	l1[1] = htole64(44);
+	assert_int_equal(prl_check_l1(&im.g, bat(), l1, 3, im.dev_sectors,
+				      scratch, &end, &why), -EINVAL);
+	l1[1] = htole64(im.dev_sectors);
+	assert_int_equal(prl_check_l1(&im.g, bat(), l1, 3, im.dev_sectors,
+				      scratch, &end, &why), -EINVAL);
+	l1[1] = htole64(~0ULL);
+	assert_int_equal(prl_check_l1(&im.g, bat(), l1, 3, im.dev_sectors,
+				      scratch, &end, &why), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -332,6 +486,9 @@ int main(void)
 		cmocka_unit_test(test_ext_off),
 		cmocka_unit_test(test_bat_entries),
 		cmocka_unit_test(test_duplicates),
+		cmocka_unit_test(test_ext_features),
+		cmocka_unit_test(test_ext_layout),
+		cmocka_unit_test(test_check_l1),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
