@@ -296,11 +296,11 @@ static void parse_status(struct dmdev *o, const char *params)
 	int n;
 
 	n = sscanf(params, "%" SCNu64 "/%" SCNu64 " %" SCNu64 " %" SCNu64
-		   " %15s %*s %" SCNu64, &o->alloc, &o->total,
-		   &o->cluster_sectors, &o->end, o->state, &nospc);
+		   " %15s %47s %" SCNu64, &o->alloc, &o->total,
+		   &o->cluster_sectors, &o->end, o->state, o->cbt, &nospc);
 	if (n >= 5) {
 		o->have_status = true;
-		o->nospc = n >= 6 ? nospc : 0;
+		o->nospc = n >= 7 ? nospc : 0;
 	}
 }
 
@@ -1129,7 +1129,9 @@ static void layer_table(const struct act *a, size_t i, char *type, size_t tlen,
 			 major(b->plain ? b->dev : b->dm_dev),
 			 minor(b->plain ? b->dev : b->dm_dev));
 	snprintf(type, tlen, "parallels");
-	snprintf(params, plen, "%u:%u %s", major(l->dev), minor(l->dev), lower);
+	/* --cbt: the top tracks changes (its own bitmap goes on anyway). */
+	snprintf(params, plen, "%u:%u %s%s", major(l->dev), minor(l->dev), lower,
+		 l->top && !l->ro && cli.cbt ? " 1 cbt" : "");
 }
 
 static void undo(struct act *a)
@@ -1813,6 +1815,7 @@ static json_object *layer_json(const struct dmdev *o, const struct desc_map *m)
 		jadd(j, "image_end_sector", json_object_new_uint64(o->end));
 		jadd(j, "state", jstr(o->state));
 		jadd(j, "nospc_writes", json_object_new_uint64(o->nospc));
+		jadd(j, "cbt", strcmp(o->cbt, "-") ? jstr(o->cbt) : json_object_new_null());
 	} else {
 		jadd(j, "state", jstr(o->ro ? "ro" : "rw"));
 	}
@@ -1971,6 +1974,8 @@ static void status_text(json_object *o)
 			       js(l, "state"), ju(l, "allocated_clusters"),
 			       ju(l, "total_clusters"), a, ju(l, "image_end_sector"),
 			       ju(l, "nospc_writes") ? ", writes refused for want of space" : "");
+			if (js(l, "cbt"))
+				printf("      cbt:    %s granules changed\n", js(l, "cbt"));
 		} else {
 			printf("      state:  %s, raw\n", js(l, "state"));
 		}

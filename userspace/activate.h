@@ -38,6 +38,7 @@ struct dmdev {
 	bool have_status;
 	uint64_t alloc, total, cluster_sectors, end, nospc;
 	char state[16];
+	char cbt[48];		/* "-" or "<dirty>/<total>" granules */
 };
 
 /* Where an image file or device is in use: a loop over it, or a holder. */

@@ -28,6 +28,8 @@ struct prl_cli {
 	uint64_t cluster;	/* --cluster-size, sectors */
 	const char *name;	/* --name */
 	const char *snapshot;	/* --snapshot GUID */
+	bool cbt;		/* --cbt */
+	const char *qcow2;	/* --qcow2 FILE */
 };
 
 extern struct prl_cli cli;

@@ -13,7 +13,8 @@
  *   a. create the new delta (the disk's virtual size), fsync it and its
  *      folder; pre-extend it (sparse), attach a rw direct-I/O loop to it;
  *   b. suspend <name> (flush, file systems frozen): the target commits
- *      the old top's BAT and closes its in_use flag;
+ *      the old top's BAT (and dirty bitmap) and closes its in_use flag;
+ *      the bitmap is copied into the new delta, which goes on tracking;
  *   c. create the read-only layer <name>-<old guid> over the old top's
  *      loop device (from <name>'s table), on the old top's lower device;
  *   d. load <name>'s inactive table: parallels <new loop> <the layer>,
@@ -47,6 +48,7 @@
 #include <unistd.h>
 
 #include "activate.h"
+#include "bitmap.h"
 #include "cli.h"
 
 /*
@@ -289,6 +291,11 @@ int prl_snapshot_online(struct prl_desc *d, const char *file, const char *snap,
 			     top.name, now.have_status ? now.state : "unknown");
 		goto undo;
 	}
+	/* b2. The bitmap the suspend stored in the old top goes on in the new. */
+	r = prl_bitmap_carry(old->path, path, err);
+	if (r < 0)
+		goto undo;
+	fault_point("snapshot:bitmap");
 
 	/* c. The old top, read-only, on what was below it. */
 	if (top.lower)
@@ -394,6 +401,18 @@ static void table_params(char *out, size_t len, dev_t image, dev_t lower,
 		 opts[0] ? " " : "", opts);
 }
 
+static bool has_ext(const char *path)
+{
+	struct prl_image *img;
+	bool ext;
+
+	if (prl_image_open(path, PRL_OPEN_IGNORE_IN_USE, &img, &(struct prl_err){ "" }))
+		return false;	/* the change itself will say what is wrong */
+	ext = img->geom.ext_off != 0;
+	prl_image_close(img, &(struct prl_err){ "" });
+	return ext;
+}
+
 /* Find the disk's rw top and suspend it: the target commits and closes. */
 static int online_begin(struct online *o, const char *what,
 			struct prl_err *err)
@@ -408,6 +427,11 @@ static int online_begin(struct online *o, const char *what,
 		r = prl_errf(err, ENOENT, "%s is no longer active", o->d->path);
 	if (r < 0)
 		return r;
+	/* prldisk rewrites clusters it cannot account for in a dirty bitmap. */
+	if ((o->top.have_status && strcmp(o->top.cbt, "-")) || has_ext(im->path))
+		return prl_errf(err, EOPNOTSUPP,
+				"%s has a dirty bitmap, which a %s would leave stale: stop tracking (dmsetup message %s 0 cbt stop), deactivate, then %s offline",
+				o->d->path, what, o->top.name, what);
 	table_params(o->old_params, sizeof(o->old_params), o->top.image,
 		     o->top.lower, o->top.opts);
 	r = dm_simple(DM_DEVICE_SUSPEND, o->top.name, err);

@@ -16,12 +16,18 @@
 #include <json.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <spawn.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "activate.h"
+#include "bitmap.h"
 #include "check.h"
 #include "cli.h"
+
+extern char **environ;
 
 #define PRLDISK_VERSION "0.3"
 
@@ -40,10 +46,12 @@ static void usage_line(FILE *f)
 		"  switch XML GUID\n"
 		"  resize XML|IMAGE --size SIZE\n"
 		"  convert XML|IMAGE --image-format v1|v2\n"
-		"  activate XML [--name NAME] [--snapshot GUID] [--read-only] [--repair]\n"
+		"  activate XML [--name NAME] [--snapshot GUID] [--read-only] [--repair] [--cbt]\n"
 		"  deactivate NAME|XML\n"
 		"  list [--json]\n"
 		"  status NAME|XML [--json]\n"
+		"  bitmap list|show|diff|clear XML|IMAGE [--json]\n"
+		"  bitmap export XML|IMAGE --qcow2 FILE\n"
 		"XML is a DiskDescriptor.xml or the folder that holds it.  Common options:\n"
 		"  --json  machine-readable output   --allow-external-paths  trust absolute\n"
 		"  or escaping File paths in the descriptor.  See prldisk(8).\n");
@@ -923,6 +931,9 @@ static int cmd_snapshot(int argc, char **argv)
 		rc = prl_snapshot_online(d, file, snap, newtop, &err);
 	} else if (!rc) {
 		rc = prl_create_delta(d, path, &err);
+		/* The old top's dirty bitmap goes on in the new one. */
+		if (!rc && prl_bitmap_carry(prl_desc_image(d, snap)->path, path, &err) < 0)
+			rc = -EIO;
 		if (!rc) {
 			rc = prl_desc_add(d, newtop, PRL_IMAGE_COMPRESSED, file, snap, &err);
 			if (!rc)
@@ -1257,11 +1268,263 @@ static int cmd_convert(int argc, char **argv, enum prl_format_version fmt,
 	return rc;
 }
 
+/* ---- bitmap ------------------------------------------------------------- */
+
+/* Why a bitmap is not to be trusted, or NULL. */
+static const char *distrust(const struct prl_dirty_bitmap *bm)
+{
+	if (bm->trusted)
+		return NULL;
+	return bm->in_use == PRL_IN_USE_OPEN ?
+	       "the image is open, or was not closed cleanly" :
+	       "the image was last closed by software that does not keep bitmaps";
+}
+
+/* Calls @fn for each run of changed granules, as bytes of the disk. */
+static void each_range(const struct prl_dirty_bitmap *bm,
+		       void (*fn)(void *, uint64_t, uint64_t), void *ctx)
+{
+	uint64_t n = 0, start, end, disk = bm->nb_sectors * 512;
+
+	while (n < bm->nr_bits) {
+		if (!prl_bitmap_test(bm, n)) {
+			n++;
+			continue;
+		}
+		for (start = n; n < bm->nr_bits && prl_bitmap_test(bm, n); n++)
+			;
+		start *= (uint64_t)bm->granularity * 512;
+		end = n * (uint64_t)bm->granularity * 512;
+		fn(ctx, start, (end < disk ? end : disk) - start);
+	}
+}
+
+static void range_json(void *ctx, uint64_t off, uint64_t len)
+{
+	json_object *r = json_object_new_object();
+
+	jadd(r, "offset", ju64(off));
+	jadd(r, "length", ju64(len));
+	json_object_array_add(ctx, r);
+}
+
+static void range_text(void *ctx, uint64_t off, uint64_t len)
+{
+	char a[32], b[32];
+
+	(void)ctx;
+	printf("  %s +%s\t(bytes %" PRIu64 " +%" PRIu64 ")\n", hsize(off, a, sizeof(a)),
+	       hsize(len, b, sizeof(b)), off, len);
+}
+
+static void range_plain(void *ctx, uint64_t off, uint64_t len)
+{
+	(void)ctx;
+	printf("%" PRIu64 " %" PRIu64 "\n", off, len);
+}
+
+static json_object *bitmap_json(const char *path, const struct prl_dirty_bitmap *bm,
+				bool ranges)
+{
+	json_object *j = json_object_new_object(), *r;
+
+	jadd(j, "image", jstr(path));
+	jadd(j, "id", jstr(bm->id_text));
+	jadd(j, "granularity", ju64((uint64_t)bm->granularity * 512));
+	jadd(j, "granules", ju64(bm->nr_bits));
+	jadd(j, "changed", ju64(prl_bitmap_weight(bm)));
+	jadd(j, "trusted", json_object_new_boolean(bm->trusted));
+	jadd(j, "why_not_trusted", jstr(distrust(bm)));
+	if (ranges) {
+		r = json_object_new_array();
+		each_range(bm, range_json, r);
+		jadd(j, "ranges", r);
+	}
+	return j;
+}
+
+static void bitmap_text(const char *path, const struct prl_dirty_bitmap *bm)
+{
+	char g[32];
+
+	printf("%s: bitmap %s, %s granules, %" PRIu64 " of %" PRIu64 " changed, %s%s\n",
+	       path, bm->id_text, hsize((uint64_t)bm->granularity * 512, g, sizeof(g)),
+	       prl_bitmap_weight(bm), bm->nr_bits,
+	       bm->trusted ? "trusted" : "NOT trustworthy: ",
+	       bm->trusted ? "" : distrust(bm));
+}
+
+/* Run a program and wait for it: 0 if it exited 0. */
+static int run(char *const argv[])
+{
+	int st;
+	pid_t pid;
+
+	if (posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ))
+		return -1;
+	if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
+		return -1;
+	return 0;
+}
+
+/* QEMU copies the bitmap into a new qcow2 of the disk's size. */
+static int export_qcow2(const char *img, const struct prl_dirty_bitmap *bm,
+			const char *out)
+{
+	char size[32], gran[32];
+	char *create[] = { "qemu-img", "create", "-q", "-f", "qcow2", (char *)out,
+			   size, NULL };
+	char *add[] = { "qemu-img", "bitmap", "--add", "-g", gran, (char *)out,
+			(char *)bm->id_text, NULL };
+	char *merge[] = { "qemu-img", "bitmap", "--merge", (char *)bm->id_text,
+			  "-b", (char *)img, "-F", "parallels", (char *)out,
+			  (char *)bm->id_text, NULL };
+
+	if (!access(out, F_OK)) {
+		fprintf(stderr, "%s: %s exists: not overwritten\n", prog, out);
+		return EX_FAIL;
+	}
+	snprintf(size, sizeof(size), "%" PRIu64, bm->nb_sectors * 512);
+	snprintf(gran, sizeof(gran), "%" PRIu64, (uint64_t)bm->granularity * 512);
+	if (run(create) || run(add) || run(merge)) {
+		fprintf(stderr, "%s: qemu-img could not export the bitmap to %s (is qemu-utils installed?)\n",
+			prog, out);
+		unlink(out);
+		return EX_FAIL;
+	}
+	if (!cli.json)
+		printf("exported bitmap %s to %s\n", bm->id_text, out);
+	return EX_OK;
+}
+
+/*
+ * bitmap list|show|diff|clear|export XML|IMAGE: the dirty bitmap of the
+ * disk's top image (list: of every image), or of IMAGE.
+ */
+static int cmd_bitmap(int argc, char **argv)
+{
+	struct prl_dirty_bitmap bm;
+	struct prl_desc *d = NULL;
+	struct prl_err err;
+	json_object *arr = NULL;
+	const char *sub;
+	char *xml, *path;
+	size_t i;
+	int rc = EX_OK, r;
+
+	if (argc != 2)
+		return die_usage("bitmap takes list|show|diff|clear|export and an XML or IMAGE");
+	sub = argv[0];
+	if (strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "diff") &&
+	    strcmp(sub, "clear") && strcmp(sub, "export"))
+		return die_usage("unknown bitmap command '%s'", sub);
+	if (!strcmp(sub, "export") && !cli.qcow2)
+		return die_usage("bitmap export needs --qcow2 FILE");
+	xml = descriptor_path(argv[1]);
+	if (xml) {
+		rc = !strcmp(sub, "clear") ? load_desc_for_change(xml, &d, NULL) :
+					     load_desc(xml, &d);
+		free(xml);
+		if (rc)
+			return rc;
+		path = prl_xstrdup(top_image(d)->path);
+	} else {
+		path = prl_xstrdup(argv[1]);
+	}
+
+	if (!strcmp(sub, "list")) {
+		arr = json_object_new_array();
+		for (i = 0; i < (d ? d->nr_images : 1); i++) {
+			const char *p = d ? d->images[i].path : path;
+
+			if (d && d->images[i].type != PRL_IMAGE_COMPRESSED)
+				continue;
+			r = prl_bitmap_load(p, &bm, &err);
+			if (r < 0) {
+				fprintf(stderr, "%s: %s\n", prog, err.msg);
+				rc = EX_FAIL;
+			} else if (!r && !cli.json) {
+				printf("%s: no dirty bitmap\n", p);
+			} else if (r && cli.json) {
+				json_object_array_add(arr, bitmap_json(p, &bm, false));
+			} else if (r) {
+				bitmap_text(p, &bm);
+			}
+			if (r > 0)
+				prl_bitmap_free(&bm);
+		}
+		if (cli.json)
+			json_print(arr);
+		else
+			json_object_put(arr);
+		goto out;
+	}
+	if (!strcmp(sub, "clear")) {
+		struct attach at[MAX_ATTACH];
+
+		if (!d && attachments(path, at, MAX_ATTACH)) {
+			fprintf(stderr, "%s: %s is in use (%s): deactivate it, or send the target the cbt clear message\n",
+				prog, path, at[0].dev);
+			rc = EX_FAIL;
+		} else if (prl_bitmap_clear(path, &err)) {
+			rc = fail_err(&err);
+		} else if (!cli.json) {
+			printf("cleared the dirty bitmap of %s\n", path);
+		}
+		goto out;
+	}
+	r = prl_bitmap_load(path, &bm, &err);
+	if (r < 0) {
+		rc = fail_err(&err);
+		goto out;
+	}
+	if (!r) {
+		fprintf(stderr, "%s: %s has no dirty bitmap%s\n", prog, path,
+			!strcmp(sub, "diff") ? ": every block must be backed up" : "");
+		rc = EX_FAIL;
+		goto out;
+	}
+	if (!strcmp(sub, "show")) {
+		if (cli.json) {
+			json_print(bitmap_json(path, &bm, true));
+		} else {
+			bitmap_text(path, &bm);
+			each_range(&bm, range_text, NULL);
+		}
+	} else if (!strcmp(sub, "diff")) {
+		/* What a backup must copy: everything, unless the bitmap is trusted. */
+		if (!bm.trusted) {
+			fprintf(stderr, "%s: %s: the bitmap is not trustworthy (%s): the whole disk\n",
+				prog, path, distrust(&bm));
+			memset(bm.bits, 0xff, (bm.nr_bits + 7) / 8);
+		}
+		if (cli.json) {
+			arr = json_object_new_array();
+			each_range(&bm, range_json, arr);
+			json_print(arr);
+		} else {
+			each_range(&bm, range_plain, NULL);
+		}
+	} else if (!bm.trusted) {
+		fprintf(stderr, "%s: %s: the bitmap is not trustworthy (%s): nothing exported; take a full backup\n",
+			prog, path, distrust(&bm));
+		rc = EX_FAIL;
+	} else {
+		rc = export_qcow2(path, &bm, cli.qcow2);
+	}
+	prl_bitmap_free(&bm);
+out:
+	free(path);
+	prl_desc_free(d);
+	return rc;
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 enum {
 	OPT_JSON = 256, OPT_EXTERNAL, OPT_REPAIR, OPT_SIZE, OPT_CLUSTER,
 	OPT_FORMAT, OPT_PLAIN, OPT_GROW, OPT_NAME, OPT_SNAPSHOT, OPT_READ_ONLY,
+	OPT_CBT, OPT_QCOW2,
 };
 
 int main(int argc, char **argv)
@@ -1278,6 +1541,8 @@ int main(int argc, char **argv)
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 		{ "read-only", no_argument, NULL, OPT_READ_ONLY },
+		{ "cbt", no_argument, NULL, OPT_CBT },
+		{ "qcow2", required_argument, NULL, OPT_QCOW2 },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -1334,6 +1599,12 @@ int main(int argc, char **argv)
 		case OPT_READ_ONLY:
 			cli.read_only = true;
 			break;
+		case OPT_CBT:
+			cli.cbt = true;
+			break;
+		case OPT_QCOW2:
+			cli.qcow2 = optarg;
+			break;
 		case OPT_GROW:
 			break;	/* growing is the only resize there is */
 		case 'h':
@@ -1374,5 +1645,7 @@ int main(int argc, char **argv)
 		return cmd_list(argc, argv);
 	if (!strcmp(cmd, "status"))
 		return cmd_status(argc, argv);
+	if (!strcmp(cmd, "bitmap"))
+		return cmd_bitmap(argc, argv);
 	return die_usage("unknown command '%s'", cmd);
 }

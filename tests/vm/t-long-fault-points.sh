@@ -94,7 +94,7 @@ for p in suspend top truncate; do
 done
 note "deactivate points ok ($(($(date +%s) - t0)) s)"
 
-for p in file suspend layer load descriptor resume truncate; do
+for p in file suspend bitmap layer load descriptor resume truncate; do
 	layers=$(images | wc -l)
 	$P activate "$X" > /dev/null
 	write_some
