@@ -428,7 +428,7 @@ static bool name_char(char c)
 }
 
 /* What dm (and /dev/mapper) take without mangling, and room for layers. */
-static bool valid_name(const char *n)
+bool prl_valid_name(const char *n)
 {
 	size_t i, len = strlen(n);
 
@@ -457,7 +457,7 @@ static char *default_name(const struct prl_desc *d)
 			n[i] = '_';
 	if (n[0] == '-')
 		n[0] = '_';
-	if (!valid_name(n)) {
+	if (!prl_valid_name(n)) {
 		free(n);
 		n = prl_xstrdup("prldisk");
 	}
@@ -1286,7 +1286,7 @@ int cmd_activate(int argc, char **argv)
 
 	if (argc != 1)
 		return die_usage("activate takes one XML");
-	if (cli.name && !valid_name(cli.name))
+	if (cli.name && !prl_valid_name(cli.name))
 		return die_usage("--name '%s': a device name is 1 to %d of A-Z a-z 0-9 . _ - and does not start with -",
 				 cli.name, NAME_MAX_LEN);
 	if (cli.snapshot && prl_guid_parse(cli.snapshot, guid))
@@ -1685,7 +1685,7 @@ int cmd_deactivate(int argc, char **argv)
 
 	if (argc != 1)
 		return die_usage("deactivate takes one NAME or XML");
-	if (cli.name && !valid_name(cli.name))
+	if (cli.name && !prl_valid_name(cli.name))
 		return die_usage("--name '%s' is not a valid device name", cli.name);
 	xml = descriptor_path(argv[0]);
 	if (xml) {
@@ -1700,7 +1700,7 @@ int cmd_deactivate(int argc, char **argv)
 			goto out;
 		}
 	} else {
-		if (!valid_name(argv[0]))
+		if (!prl_valid_name(argv[0]))
 			return die_usage("'%s' is neither a device name nor a DiskDescriptor.xml",
 					 argv[0]);
 		name = prl_xstrdup(argv[0]);
@@ -1989,7 +1989,7 @@ int cmd_status(int argc, char **argv)
 
 	if (argc != 1)
 		return die_usage("status takes one NAME");
-	if (!valid_name(argv[0]))
+	if (!prl_valid_name(argv[0]))
 		return die_usage("'%s' is not a device name", argv[0]);
 	dm_setup();
 	o = status_json(argv[0], &err);

@@ -71,6 +71,8 @@ int dm_names(char ***names, size_t *nr, struct prl_err *err);
 void free_names(char **names, size_t nr);
 bool ours(const struct dmdev *o);
 void layer_name(char *out, size_t len, const char *name, const char *guid);
+/* A dm name prldisk accepts: 1 to 64 of A-Z a-z 0-9 . _ -, not leading -. */
+bool prl_valid_name(const char *n);
 
 /* Open the block device @dev through /dev (making the node if need be). */
 int open_dev(dev_t dev, int flags);

@@ -30,6 +30,7 @@ struct prl_cli {
 	const char *snapshot;	/* --snapshot GUID */
 	bool cbt;		/* --cbt */
 	const char *qcow2;	/* --qcow2 FILE */
+	const char *tab;	/* --tab FILE */
 };
 
 extern struct prl_cli cli;
@@ -55,6 +56,8 @@ int cmd_activate(int argc, char **argv);
 int cmd_deactivate(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+/* tab.c */
+int cmd_tab(int argc, char **argv);
 /*
  * -EBUSY (with a message naming the dm device, or the loop device) if any
  * image of @d is attached: a loop device over the file, or a dm device on

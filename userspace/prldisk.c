@@ -52,6 +52,7 @@ static void usage_line(FILE *f)
 		"  status NAME|XML [--json]\n"
 		"  bitmap list|show|diff|clear XML|IMAGE [--json]\n"
 		"  bitmap export XML|IMAGE --qcow2 FILE\n"
+		"  tab activate|deactivate|list [NAME...] [--tab FILE] (default /etc/prldisktab)\n"
 		"XML is a DiskDescriptor.xml or the folder that holds it.  Common options:\n"
 		"  --json  machine-readable output   --allow-external-paths  trust absolute\n"
 		"  or escaping File paths in the descriptor.  See prldisk(8).\n");
@@ -1524,7 +1525,7 @@ out:
 enum {
 	OPT_JSON = 256, OPT_EXTERNAL, OPT_REPAIR, OPT_SIZE, OPT_CLUSTER,
 	OPT_FORMAT, OPT_PLAIN, OPT_GROW, OPT_NAME, OPT_SNAPSHOT, OPT_READ_ONLY,
-	OPT_CBT, OPT_QCOW2,
+	OPT_CBT, OPT_QCOW2, OPT_TAB,
 };
 
 int main(int argc, char **argv)
@@ -1543,6 +1544,7 @@ int main(int argc, char **argv)
 		{ "read-only", no_argument, NULL, OPT_READ_ONLY },
 		{ "cbt", no_argument, NULL, OPT_CBT },
 		{ "qcow2", required_argument, NULL, OPT_QCOW2 },
+		{ "tab", required_argument, NULL, OPT_TAB },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -1605,6 +1607,11 @@ int main(int argc, char **argv)
 		case OPT_QCOW2:
 			cli.qcow2 = optarg;
 			break;
+		case OPT_TAB:
+			cli.tab = realpath(optarg, NULL);
+			if (!cli.tab)
+				return die_usage("--tab %s: %s", optarg, strerror(errno));
+			break;
 		case OPT_GROW:
 			break;	/* growing is the only resize there is */
 		case 'h':
@@ -1647,5 +1654,7 @@ int main(int argc, char **argv)
 		return cmd_status(argc, argv);
 	if (!strcmp(cmd, "bitmap"))
 		return cmd_bitmap(argc, argv);
+	if (!strcmp(cmd, "tab"))
+		return cmd_tab(argc, argv);
 	return die_usage("unknown command '%s'", cmd);
 }
