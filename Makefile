@@ -11,7 +11,8 @@
 #   make bench           fio in a VM: parallels vs dm-linear (BENCH_KVER=6.12)
 #   make man             build/man/prldisk.8 and dm-parallels.7 (rst2man)
 #   make install         module (lib/modules/KVER/updates), prldisk, man pages,
-#                        bash completion, prldisk.service, udev rules;
+#                        bash completion, prldisk.service, udev rules,
+#                        initramfs-tools hook;
 #                        DESTDIR, PREFIX (/usr/local), KVER
 #   make install-dkms    module sources to /usr/src for DKMS, added and installed
 #   make uninstall       remove what install and install-dkms put (same options)
@@ -93,6 +94,9 @@ MODULEDIR = /lib/modules/$(KVER)/updates
 # udev only in /usr/lib and /etc.
 UNITDIR = $(PREFIX)/lib/systemd/system
 UDEVRULESDIR = $(if $(filter /usr,$(PREFIX)),/usr/lib/udev/rules.d,/etc/udev/rules.d)
+INITRAMFSDIR = $(if $(filter /usr,$(PREFIX)),/usr/share/initramfs-tools,/etc/initramfs-tools)
+# The system files name the installed prldisk.
+SET_PATH = sed 's|/usr/local/sbin/prldisk|$(SBINDIR)/prldisk|'
 DKMS_SRC = /usr/src/dm-parallels-$(PKG_VERSION)
 RST2MAN ?= $(firstword $(shell command -v rst2man rst2man.py 2>/dev/null))
 
@@ -128,10 +132,14 @@ install: all man
 	install -D -m 644 $(BUILD)/man/prldisk.8 $(DESTDIR)$(MANDIR)/man8/prldisk.8
 	install -D -m 644 $(BUILD)/man/dm-parallels.7 $(DESTDIR)$(MANDIR)/man7/dm-parallels.7
 	install -D -m 644 userspace/prldisk.bash-completion $(DESTDIR)$(COMPLETIONDIR)/prldisk
-	install -d $(DESTDIR)$(UNITDIR)
-	sed 's|/usr/local/sbin/prldisk|$(SBINDIR)/prldisk|' userspace/system/prldisk.service \
-		> $(DESTDIR)$(UNITDIR)/prldisk.service
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(INITRAMFSDIR)/hooks \
+		$(DESTDIR)$(INITRAMFSDIR)/scripts/local-top
+	$(SET_PATH) userspace/system/prldisk.service > $(DESTDIR)$(UNITDIR)/prldisk.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/prldisk.service
+	$(SET_PATH) userspace/system/initramfs/hook > $(DESTDIR)$(INITRAMFSDIR)/hooks/prldisk
+	install -m 755 userspace/system/initramfs/local-top \
+		$(DESTDIR)$(INITRAMFSDIR)/scripts/local-top/prldisk
+	chmod 755 $(DESTDIR)$(INITRAMFSDIR)/hooks/prldisk
 	install -D -m 644 userspace/system/60-prldisk.rules $(DESTDIR)$(UDEVRULESDIR)/60-prldisk.rules
 	$(if $(DESTDIR),,depmod -a $(KVER))
 
@@ -162,7 +170,9 @@ uninstall:
 	rm -f $(DESTDIR)$(MODULEDIR)/dm-parallels.ko $(DESTDIR)$(SBINDIR)/prldisk \
 		$(DESTDIR)$(MANDIR)/man8/prldisk.8 $(DESTDIR)$(MANDIR)/man7/dm-parallels.7 \
 		$(DESTDIR)$(COMPLETIONDIR)/prldisk $(DESTDIR)$(UNITDIR)/prldisk.service \
-		$(DESTDIR)$(UDEVRULESDIR)/60-prldisk.rules
+		$(DESTDIR)$(UDEVRULESDIR)/60-prldisk.rules \
+		$(DESTDIR)$(INITRAMFSDIR)/hooks/prldisk \
+		$(DESTDIR)$(INITRAMFSDIR)/scripts/local-top/prldisk
 	$(if $(DESTDIR),,$(DKMS_REMOVE))
 	rm -rf $(DESTDIR)$(DKMS_SRC)
 	$(if $(DESTDIR),,$(if $(KVER),depmod -a $(KVER)))

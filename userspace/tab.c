@@ -9,7 +9,8 @@
  *
  * Options, comma-separated ("-" or "defaults" for none): ro, cbt, repair,
  * external (--allow-external-paths), noauto (only when named), initramfs
- * (activated early, by the initramfs; tab activate then finds it active).
+ * (activated by the initramfs, left alone here unless named) and
+ * source=DEVICE (for the initramfs: the file system holding the disk).
  * Documentation/prldisk.rst, BOOT-TIME ACTIVATION.
  */
 #include <errno.h>
@@ -64,8 +65,10 @@ static int parse_options(struct tab_entry *e, char *opts, const char *file)
 			e->noauto = true;
 		else if (!strcmp(o, "initramfs"))
 			e->initramfs = true;
+		else if (!strncmp(o, "source=", 7) && o[7])
+			;	/* the initramfs's: where the descriptor lives */
 		else {
-			fprintf(stderr, "%s: %s:%u: unknown option '%s' (known: ro, cbt, repair, external, noauto, initramfs)\n",
+			fprintf(stderr, "%s: %s:%u: unknown option '%s' (known: ro, cbt, repair, external, noauto, initramfs, source=DEVICE)\n",
 				prog, file, e->line, o);
 			return -1;
 		}
@@ -127,13 +130,16 @@ static int tab_load(const char *file, struct tab *t)
 	return rc;
 }
 
-/* Entries the command line names (all but noauto ones when it names none). */
+/*
+ * Entries the command line names; when it names none, all but the noauto
+ * ones and those the initramfs activates (a root file system stays up).
+ */
 static bool chosen(const struct tab_entry *e, int argc, char **argv)
 {
 	int i;
 
 	if (!argc)
-		return !e->noauto;
+		return !e->noauto && !e->initramfs;
 	for (i = 0; i < argc; i++)
 		if (!strcmp(argv[i], e->name))
 			return true;

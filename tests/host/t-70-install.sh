@@ -35,11 +35,15 @@ cat > want <<EOF
 644 $R/usr/share/man/man7/dm-parallels.7
 644 $R/usr/share/man/man8/prldisk.8
 755 $R/usr/sbin/prldisk
+755 $R/usr/share/initramfs-tools/hooks/prldisk
+755 $R/usr/share/initramfs-tools/scripts/local-top/prldisk
 EOF
 find "$R" ! -type d -printf '%m %p\n' | sort > got
 diff -u want got >&2 || fail "installed files or modes differ"
 grep -qx 'ExecStart=/usr/sbin/prldisk tab activate' "$R/usr/lib/systemd/system/prldisk.service" ||
 	fail "the unit does not run the installed prldisk"
+grep -q 'PRLDISK:-/usr/sbin/prldisk}' "$R/usr/share/initramfs-tools/hooks/prldisk" ||
+	fail "the initramfs hook does not take the installed prldisk"
 
 ko=$R/lib/modules/$kver/updates/dm-parallels.ko
 expect_eq "$(modinfo -F name "$ko")" dm_parallels "modinfo name"
