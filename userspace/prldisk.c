@@ -29,7 +29,7 @@
 
 extern char **environ;
 
-#define PRLDISK_VERSION "0.3"
+#define PRLDISK_VERSION "0.4"
 
 const char *prog = "prldisk";
 struct prl_cli cli = { .fmt = PRL_V2, .cluster = 2048 };

@@ -7,6 +7,9 @@
                                  features [{magic, flags, data (hex)}] other than bitmaps
     bitmap.py qcow2 FILE         JSON: bitmaps [{name, granularity, dirty}]
                                  of a qcow2 file (granularity in sectors)
+    bitmap.py granules BYTES OFFSET:LENGTH...
+                                 the sorted granules of BYTES that those byte
+                                 ranges touch (what a bitmap should show)
     bitmap.py add-feature IMAGE MAGIC FLAGS HEXDATA
                                  give a closed image a format extension holding
                                  one feature (appended cluster, MD5, closed v2.1)
@@ -153,6 +156,12 @@ if __name__ == '__main__':
         print(json.dumps(show(sys.argv[2])))
     elif cmd == 'qcow2':
         print(json.dumps(qcow2(sys.argv[2])))
+    elif cmd == 'granules':
+        size, g = int(sys.argv[2]), set()
+        for a in sys.argv[3:]:
+            o, n = map(int, a.split(':'))
+            g.update(range(o // size, (o + n - 1) // size + 1))
+        print(sorted(g))
     elif cmd == 'add-feature':
         add_feature(sys.argv[2], int(sys.argv[3], 0), int(sys.argv[4], 0),
                     bytes.fromhex(sys.argv[5]))

@@ -21,6 +21,7 @@
 #   at_exit CMD          run CMD (a string, eval'd) at exit, newest first
 #   ploop_cmd ARGS...    Debian's ploop, with the big environment it needs
 #   dmesg_mark / dmesg_since_mark   kernel messages printed after the mark
+#   nothing_left [WHAT]  fail if any dm or loop device exists
 #
 # At exit, whatever the reason, everything is undone: mounts under $T, then
 # the at_exit commands, dm devices and loop devices in reverse order of
@@ -103,6 +104,12 @@ dm_remove_all() { _lib_undo dm || fail "dm_remove_all"; }
 ploop_cmd() {
 	# ploop 1.15 crashes when the environment is only a few bytes long.
 	env PAD="$(head -c 8192 /dev/zero | tr '\0' x)" ploop "$@"
+}
+
+nothing_left() {
+	_d=$(dmsetup ls | grep -v '^No devices found' || true)
+	_l=$(losetup -a)
+	[ -z "$_d$_l" ] || fail "${1-}: left behind: $_d $_l"
 }
 
 dmesg_mark() {

@@ -31,11 +31,6 @@ at_exit "cd / && for n in d d2 e2 e4 pl plt x x2; do $P deactivate \$n >/dev/nul
 deact() { (cd / && $P deactivate "$@"); }
 
 # Nothing of ours is active: no dm device, no loop device.
-nothing_left() {
-	_d=$(dmsetup ls | grep -v '^No devices found' || true)
-	_l=$(losetup -a)
-	[ -z "$_d$_l" ] || fail "${1-}: left behind: $_d $_l"
-}
 
 # expect_err MSG-REGEX CMD...: CMD fails with one line on stderr matching.
 expect_err() {

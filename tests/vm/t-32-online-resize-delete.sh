@@ -22,11 +22,6 @@ P=$SRC/userspace/prldisk
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 at_exit "cd / && $P deactivate disk >/dev/null 2>&1"
 deact() { (cd / && $P deactivate "$@"); }
-nothing_left() {
-	_d=$(dmsetup ls | grep -v '^No devices found' || true)
-	_l=$(losetup -a)
-	[ -z "$_d$_l" ] || fail "${1-}: left behind: $_d $_l"
-}
 sums() { (cd "$1" && find . -path ./fio -prune -o -type f -print0 | sort -z |
 	xargs -0 sha256sum); }
 devno() { stat -L -c %t:%T /dev/mapper/disk; }

@@ -29,16 +29,7 @@ cbt_field() { dmsetup status "$1" | awk '{ print $8 }'; }
 wr() { dd if=/dev/urandom of="$1" bs=512 seek=$(($2 / 512)) count=$(($3 / 512)) \
 	oflag=direct conv=fsync status=none; }
 # granules OFFSET:LEN...: the granules those byte ranges touch, sorted
-granules() {
-	python3 - "$@" <<'EOF'
-import sys
-g = set()
-for a in sys.argv[1:]:
-    o, n = map(int, a.split(':'))
-    g.update(range(o // 65536, (o + n - 1) // 65536 + 1))
-print(sorted(g))
-EOF
-}
+granules() { $BM granules 65536 "$@"; }
 # rm_cut NAME FILE: remove after a suspend (which stores the bitmap), and
 # copy FILE to FILE.cut cut at the image end the status then gave, as
 # prldisk deactivate cuts a top (FILE stays extended for the next table).

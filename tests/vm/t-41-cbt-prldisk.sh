@@ -22,16 +22,7 @@ js() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 deact() { (cd / && $P deactivate "$@") > /dev/null; }
 wr() { dd if=/dev/urandom of=/dev/mapper/disk bs=512 seek=$(($1 / 512)) \
 	count=$(($2 / 512)) oflag=direct conv=fsync status=none; }
-granules() {
-	python3 - "$@" <<'EOF'
-import sys
-g = set()
-for a in sys.argv[1:]:
-    o, n = map(int, a.split(':'))
-    g.update(range(o // 65536, (o + n - 1) // 65536 + 1))
-print(sorted(g))
-EOF
-}
+granules() { $BM granules 65536 "$@"; }
 # The granules prldisk bitmap show --json reports (from its byte ranges).
 shown() {
 	$P bitmap show --json "$1" | js '[g for r in d["ranges"] for g in range(r["offset"] // 65536, (r["offset"] + r["length"] - 1) // 65536 + 1)]'

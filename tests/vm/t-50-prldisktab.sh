@@ -20,11 +20,6 @@ UNIT=$SRC/userspace/system/prldisk.service
 [ -x "$P" ] || fail "$P is not built (make -C userspace prldisk)"
 at_exit "cd / && for n in d1 d2 d3; do $P deactivate \$n >/dev/null 2>&1; done"
 js() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-nothing_left() {
-	_d=$(dmsetup ls | grep -v '^No devices found' || true)
-	_l=$(losetup -a)
-	[ -z "$_d$_l" ] || fail "${1-}: left behind: $_d $_l"
-}
 # unit KEY: run the unit's KEY= lines, as systemd would (a leading "-"
 # ignores failure), with our prldisk and our table.
 unit() {

@@ -19,11 +19,6 @@ P=$SRC/userspace/prldisk
 [ -x "$P" ] || fail "$P is not built (make -C userspace prldisk)"
 chain() { python3 "$SRC/tests/tools/chain.py" "$@"; }
 at_exit "cd / && $P deactivate f >/dev/null 2>&1"
-nothing_left() {
-	_d=$(dmsetup ls | grep -v '^No devices found' || true)
-	_l=$(losetup -a)
-	[ -z "$_d$_l" ] || fail "${1-}: left behind: $_d $_l"
-}
 # The images the descriptor names.
 images() {
 	python3 - "$X" <<'EOF'
