@@ -105,6 +105,7 @@ struct prl_target {
 	struct bio_list commit_wait;	/* written, complete after a commit */
 	DECLARE_HASHTABLE(allocs, PRL_ALLOC_HASH_BITS);
 	bool commit_requested;
+	bool cbt_store_requested;	/* "commit": the bitmap too */
 	u64 nospc;			/* writes refused for lack of space */
 
 	/* Optional arguments, kept to print the table back. */
@@ -157,7 +158,7 @@ static int prl_parse_args(struct prl_target *pt, struct dm_arg_set *as)
 			continue;
 		}
 		if (sscanf(arg, "cbt_granularity:%u%c", &val, &dummy) == 1) {
-			if (!val || !is_power_of_2(val) || val > (1U << 22)) {
+			if (!val || !is_power_of_2(val) || val > PRL_CBT_MAX_GRANULARITY) {
 				ti->error = "cbt_granularity must be a power of two up to 2^22";
 				return -EINVAL;
 			}
@@ -725,7 +726,7 @@ static void prl_worker(struct work_struct *ws)
 {
 	struct prl_target *pt = container_of(ws, struct prl_target, worker);
 	struct bio_list bios, done, after_commit = BIO_EMPTY_LIST;
-	bool commit;
+	bool commit, store;
 	struct bio *bio;
 	int r = 0;
 
@@ -736,6 +737,8 @@ static void prl_worker(struct work_struct *ws)
 	bio_list_init(&pt->commit_wait);
 	commit = pt->commit_requested;
 	pt->commit_requested = false;
+	store = pt->cbt_store_requested;
+	pt->cbt_store_requested = false;
 	spin_unlock_irq(&pt->lock);
 
 	/* The in-use flag is on disk before the first write goes down. */
@@ -754,6 +757,11 @@ static void prl_worker(struct work_struct *ws)
 		else if (!bio_sectors(bio) || prl_handle_write(pt, bio))
 			bio_list_add(&after_commit, bio);
 	}
+
+	/* The bitmap of an open image: kept, though trusted only once closed. */
+	if (store && pt->open && READ_ONCE(pt->state) != PRL_STATE_ERROR &&
+	    prl_cbt_store(&pt->cbt, &pt->meta))
+		prl_set_error(pt);
 
 	if (commit || !bio_list_empty(&after_commit) || !bio_list_empty(&done))
 		r = prl_commit(pt);
@@ -837,7 +845,7 @@ static int prl_cbt_message(struct prl_target *pt, unsigned int argc,
 	}
 	if (argc == 2 && !strcasecmp(argv[0], "start")) {
 		if (sscanf(argv[1], "%u%c", &gran, &dummy) != 1 || !gran ||
-		    !is_power_of_2(gran) || gran > (1U << 22)) {
+		    !is_power_of_2(gran) || gran > PRL_CBT_MAX_GRANULARITY) {
 			DMWARN("%s: cbt start: bad granularity %s", dev, argv[1]);
 			return -EINVAL;
 		}
@@ -877,6 +885,7 @@ static int prl_message(struct dm_target *ti, unsigned int argc, char **argv,
 		}
 		spin_lock_irq(&pt->lock);
 		pt->commit_requested = true;
+		pt->cbt_store_requested = true;
 		spin_unlock_irq(&pt->lock);
 		queue_work(pt->wq, &pt->worker);
 		flush_work(&pt->worker);

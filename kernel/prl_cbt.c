@@ -9,6 +9,7 @@
 #include <linux/device-mapper.h>
 #include <linux/log2.h>
 #include <linux/random.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/uuid.h>
 #include <linux/vmalloc.h>
@@ -34,7 +35,9 @@ static struct prl_cbt_map *prl_cbt_map_alloc(u64 nb_sectors, u32 granularity)
 
 	if (!nr || nr > PRL_CBT_MAX_BITS)
 		return NULL;
-	m = kvzalloc(struct_size(m, bits, BITS_TO_LONGS(nr)), GFP_KERNEL);
+	/* Whole 64-bit words: prl_cbt_word() reads them on 32-bit too. */
+	m = kvzalloc(struct_size(m, bits, BITS_TO_LONGS(round_up(nr, 64))),
+		     GFP_KERNEL);
 	if (!m)
 		return NULL;
 	m->nr_bits = nr;
@@ -397,10 +400,13 @@ int prl_cbt_store(struct prl_cbt *c, struct prl_meta *pm)
 	u64 cb = prl_cbt_bytes(pm);
 	struct prl_ext_header *eh;
 	struct prl_cbt_map *m;
-	u32 pos = sizeof(*eh), need;
+	u32 pos = sizeof(*eh), need, i;
+	unsigned int noio;
 	void *ext = NULL;
 	int r = 0;
 
+	/* The device may hold swap or the root: no I/O to reclaim memory. */
+	noio = memalloc_noio_save();
 	mutex_lock(&c->lock);
 	m = rcu_dereference_protected(c->map, lockdep_is_held(&c->lock));
 	if (!m && !c->transit_len) {
@@ -412,11 +418,16 @@ int prl_cbt_store(struct prl_cbt *c, struct prl_meta *pm)
 	if (m)
 		need += sizeof(struct prl_ext_feature) +
 			sizeof(struct prl_ext_dirty_bitmap) + c->l1_size * 8;
-	ext = cb <= PRL_CBT_MAX_CLUSTER && need <= cb ? vzalloc(cb) : NULL;
-	if (!ext) {
+	if (cb > PRL_CBT_MAX_CLUSTER || need > cb) {
 		DMWARN("format extension dropped: it does not fit its cluster");
 		prl_meta_set_ext(pm, 0);
 		goto done;
+	}
+	/* No memory: the image stays open, so the bitmap is not trusted. */
+	ext = vzalloc(cb);
+	if (!ext) {
+		r = -ENOMEM;
+		goto out;
 	}
 	if (m) {
 		r = prl_cbt_store_bitmap(c, pm, m, ext, pos);
@@ -437,6 +448,13 @@ int prl_cbt_store(struct prl_cbt *c, struct prl_meta *pm)
 	eh->magic = cpu_to_le64(PRL_EXT_MAGIC);
 	r = crypto_shash_tfm_digest(c->md5, ext + sizeof(*eh),
 				    cb - sizeof(*eh), eh->md5);
+	/*
+	 * The extension cluster comes after its bitmap clusters, so an image
+	 * end that counts only the BAT and ext_off still covers them all.
+	 */
+	for (i = 0; m && i < c->l1_size; i++)
+		if (c->clusters[i] > c->ext_sector)
+			c->ext_sector = 0;
 	if (!r && !c->ext_sector)
 		r = prl_meta_alloc(pm, &c->ext_sector);
 	if (r == -ENOSPC) {
@@ -456,6 +474,7 @@ done:
 out:
 	vfree(ext);
 	mutex_unlock(&c->lock);
+	memalloc_noio_restore(noio);
 	return r;
 }
 
@@ -477,18 +496,18 @@ bool prl_cbt_count(struct prl_cbt *c, u64 *dirty, u64 *total)
 
 int prl_cbt_start(struct prl_cbt *c, struct prl_meta *pm, u32 granularity)
 {
+	struct crypto_shash *md5;
 	struct prl_cbt_map *m;
 	int r;
 
-	if (!c->md5) {
-		c->md5 = crypto_alloc_shash("md5", 0, 0);
-		if (IS_ERR(c->md5)) {
-			r = PTR_ERR(c->md5);
-			c->md5 = NULL;
-			return r;
-		}
-	}
 	mutex_lock(&c->lock);
+	if (!c->md5) {
+		md5 = crypto_alloc_shash("md5", 0, 0);
+		r = PTR_ERR_OR_ZERO(md5);
+		if (r)
+			goto out;
+		c->md5 = md5;
+	}
 	r = -EEXIST;
 	if (rcu_access_pointer(c->map))
 		goto out;

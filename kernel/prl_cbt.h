@@ -28,6 +28,7 @@
 struct crypto_shash;
 
 #define PRL_CBT_DEFAULT_GRANULARITY	128	/* sectors: 64 KiB */
+#define PRL_CBT_MAX_GRANULARITY		BIT(22)	/* sectors: 2 GiB */
 
 struct prl_cbt_map {
 	struct rcu_head rcu;

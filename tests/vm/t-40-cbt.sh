@@ -9,7 +9,8 @@
 #   qemu-img bitmap --merge exports the same granules to qcow2, prldisk
 #   check is clean;
 # - reloaded without options the bitmap goes on (same id); cbt clear; a
-#   crash copy (in_use open) loads with every bit set; cbt stop drops it,
+#   crash copy (in_use open) loads with every bit set; the commit message
+#   stores the bitmap of the open image; cbt stop drops it,
 #   cbt start makes a new one with a new id;
 # - unknown features: TRANSIT kept byte for byte, plain dropped, NECESSARY
 #   refused read-write (read-only still served); a damaged extension is
@@ -86,6 +87,12 @@ dmsetup message c 0 cbt clear
 expect_eq "$(cbt_field c)" 0/1024 "after cbt clear"
 wr /dev/mapper/c 33554432 512
 cp --sparse=always c.hds crash.hds	# in_use is open: a crash image
+# The commit message stores the bitmap too (still open: not trusted).
+dmsetup message c 0 commit
+cp --sparse=always c.hds open.hds
+expect_eq "$($BM show open.hds | js 'd["closed_v21"], d["bitmaps"][0]["dirty"]')" \
+	"False [512]" "bitmap stored by the commit message"
+wr /dev/mapper/c 33554432 512
 dm_remove c
 expect_eq "$($BM show c.hds | js 'd["bitmaps"][0]["dirty"], d["bitmaps"][0]["id"]')" \
 	"[512] $ID" "after clear and one write"
