@@ -199,7 +199,8 @@ int prl_bitmap_clear(const char *path, struct prl_err *err)
 			     path);
 		goto out;
 	}
-	fd = open(path, O_RDWR | O_CLOEXEC);
+	/* O_EXCL: a block device the kernel holds (a dm table) is EBUSY. */
+	fd = open(path, O_RDWR | O_EXCL | O_CLOEXEC);
 	if (fd < 0) {
 		r = prl_errf(err, errno, "%s: %s", path, strerror(errno));
 		goto out;

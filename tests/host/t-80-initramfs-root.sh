@@ -54,7 +54,8 @@ sed 's/^MODULES=.*/MODULES=list/; s/^COMPRESS=.*/COMPRESS=gzip/' \
 printf '%s\n' virtio_pci virtio_blk ext4 > conf/modules
 cp "$SRC/userspace/system/initramfs/hook" conf/hooks/prldisk
 cp "$SRC/userspace/system/initramfs/local-top" conf/scripts/local-top/prldisk
-printf 'root\t/disks/root\tinitramfs,source=/dev/vda\n' > prldisktab
+# Comments, a later-boot line, and no newline at the end, as prldisk tab takes.
+printf '# early disks\nlater /disks/none cbt\nroot\t/disks/root\tinitramfs,source=/dev/vda#the root' > prldisktab
 PRLDISK=$PRLDISK PRLDISK_MODULE=$T/mod/dm-parallels.ko PRLDISKTAB=$T/prldisktab \
 	mkinitramfs -d conf -o initrd.img "$kver" > mkinitramfs.log 2>&1 ||
 	{ tail -n 20 mkinitramfs.log >&2; fail "mkinitramfs"; }

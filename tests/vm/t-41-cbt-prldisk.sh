@@ -84,6 +84,18 @@ grep -q 'not trustworthy' diff.err || fail "diff did not warn: $(cat diff.err)"
 expect_fail $P bitmap export crash.hds --qcow2 crash.qcow2
 expect_eq "$(shown "$X")" "$(granules 12582912:4096 0:4096)" "the real top after the crash copy"
 
+# An image on a block device that a table holds: refused (its holders,
+# and O_EXCL against a race), left as it was.
+cp --sparse=always "$TOP" held.hds
+LH=$(loop_rw held.hds)
+dm_create held "0 $(blockdev --getsz "$LH") linear $LH 0"
+sha=$(sha256sum < "$LH")
+expect_fail $P bitmap clear "$LH"
+expect_eq "$(sha256sum < "$LH")" "$sha" "a held image untouched"
+dm_remove held
+$P bitmap clear "$LH" > /dev/null || fail "bitmap clear of a free block device"
+expect_eq "$(shown "$LH")" "[]" "block device cleared"
+
 # ---- changes that would leave the bitmap stale -----------------------------
 $P activate "$X" > /dev/null
 if $P resize "$X" --size 128M > out.txt 2> err.txt; then
