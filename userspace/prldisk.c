@@ -1475,7 +1475,12 @@ static int cmd_bitmap(int argc, char **argv)
 			rc = EX_FAIL;
 		} else if (prl_bitmap_clear(path, &err)) {
 			rc = fail_err(&err);
-		} else if (!cli.json) {
+		} else if (cli.json) {
+			json_object *o = json_object_new_object();
+
+			jadd(o, "cleared", jstr(path));
+			json_print(o);
+		} else {
 			printf("cleared the dirty bitmap of %s\n", path);
 		}
 		goto out;

@@ -22,10 +22,12 @@ expect_eq "$(js 'd["id"], d["changed"], d["granules"], d["trusted"]' < s.json)" 
 	"$ID 3 1024 True" "show"
 expect_eq "$("$PRLDISK" bitmap diff b.hds | tr '\n' ' ')" \
 	"0 65536 2555904 65536 67043328 65536 " "diff"
+expect_eq "$("$PRLDISK" bitmap diff --json b.hds | js '[(e["offset"], e["length"]) for e in d]')" \
+	"[(0, 65536), (2555904, 65536), (67043328, 65536)]" "diff --json"
 "$PRLDISK" bitmap export b.hds --qcow2 b.qcow2 > /dev/null
 expect_eq "$($BM qcow2 b.qcow2 | js 'd["bitmaps"][0]["dirty"]')" "[0, 39, 1023]" "export"
 expect_fail "$PRLDISK" bitmap export b.hds
-"$PRLDISK" bitmap clear b.hds > /dev/null
+expect_eq "$("$PRLDISK" bitmap clear --json b.hds | js 'd["cleared"]')" b.hds "clear --json"
 expect_eq "$($BM show b.hds | js 'd["closed_v21"], d["bitmaps"][0]["dirty"], d["bitmaps"][0]["id"]')" \
 	"True [] $ID" "cleared in place"
 qemu-img info -f parallels b.hds > /dev/null || fail "QEMU cannot open the cleared image"
