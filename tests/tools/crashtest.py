@@ -14,7 +14,8 @@
         map check), and its content through a read-only parallels table
         (over LOWER, or "-") holds every write of every step whose fsync
         had returned, and for every other sector either its old value or a
-        value a write of the next step put there.
+        value a write of the next step put there.  First, from the log
+        alone: the first write sets in_use and is durable before any other.
 
 The log format is the one drivers/md/dm-log-writes.c documents: a super
 block in sector 0, then entries, each a header sector followed by its data
@@ -195,10 +196,38 @@ def sparse_copy(src, dst):
         g.truncate(size)
 
 
+def in_use_first(log_path):
+    """The in-use protocol, from the log: the first write sets in_use in
+    the header, and it is durable (FUA, or a flush before the next write)
+    before any other write reaches the image."""
+    first = None
+    with open(log_path, 'rb') as log:
+        for idx, sector, nsec, flags, mark, data_pos in entries(log_path):
+            if data_pos is None:
+                if first is not None and flags & FLUSH:
+                    return
+                continue
+            if first is None:
+                log.seek(data_pos + 44)
+                in_use = struct.unpack('<I', log.read(4))[0]
+                if sector != 0 or in_use != 0x746f6e59:
+                    sys.exit('entry %d: the first write is sector %d, not the header '
+                             'setting in_use' % (idx, sector))
+                if flags & FUA:
+                    return
+                first = idx
+            elif flags & FLUSH:
+                return          # its preflush comes before the write
+            else:
+                sys.exit('entry %d: written before the in_use header (entry %d) '
+                         'was durable' % (idx, first))
+
+
 def replay(log_path, image, work):
     """Copy IMAGE to WORK and apply LOG to it entry by entry; at every FLUSH,
     FUA and mark entry (WORK then holds what a crash there leaves) yield
-    (index, flags, mark)."""
+    (index, flags, mark).  Checks in_use_first first."""
+    in_use_first(log_path)
     subprocess.run(['cp', '--sparse=always', image, work], check=True)
     with open(log_path, 'rb') as log, open(work, 'r+b') as w:
         for idx, sector, nsec, flags, mark, data_pos in entries(log_path):
