@@ -9,7 +9,7 @@
 # stop no device or loop is left, each top is closed (in_use clear), cut to
 # its image end, with the data written and its dirty bitmap.  Bad lines get
 # one error naming file:line.  The udev rules are read by udevadm (no
-# udevd runs here to make the link).
+# udevd runs here to make the link; t-51 does).
 # vm-timeout: 240
 set -eu
 . "$SRC/tests/vm/lib.sh"
@@ -62,7 +62,8 @@ expect_eq "$nothing" 3 "devices after a second start (d1, d2 and its layer)"
 
 # udev: no udevd runs here and DM_DISABLE_UDEV marks every event "no disk
 # rules", so only this much is checked: udevadm reads the rules without a
-# complaint, and the device carries the DM_UUID they key on.
+# complaint, and the device carries the DM_UUID they key on.  (t-51 runs
+# udevd and sees the link.)
 if command -v udevadm > /dev/null; then
 	mkdir -p /run/udev/rules.d
 	cp "$SRC/userspace/system/60-prldisk.rules" /run/udev/rules.d/
