@@ -598,8 +598,11 @@ static void prl_allocate(struct prl_target *pt, struct bio *bio,
 		spin_lock_irq(&pt->lock);
 		pt->nospc++;
 		spin_unlock_irq(&pt->lock);
-		DMERR_LIMIT("%s: image device full, write refused",
-			    dm_table_device_name(pt->ti->table));
+		DMERR_LIMIT("%s: %s, write refused",
+			    dm_table_device_name(pt->ti->table),
+			    prl_meta_beyond_bat(&pt->meta) ?
+			    "image at the end its BAT can address (v1: 2 TiB)" :
+			    "image device full");
 		bio->bi_status = BLK_STS_NOSPC;
 		bio_endio(bio);
 		return;

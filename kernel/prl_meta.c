@@ -178,6 +178,11 @@ int prl_meta_alloc(struct prl_meta *pm, sector_t *sector)
 	return r;
 }
 
+bool prl_meta_beyond_bat(struct prl_meta *pm)
+{
+	return div_u64(READ_ONCE(pm->image_end), pm->geom.off_mult) > U32_MAX;
+}
+
 void prl_meta_set_entry(struct prl_meta *pm, sector_t cluster, sector_t sector)
 {
 	struct prl_header *hdr = pm->buf;

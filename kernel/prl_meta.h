@@ -67,6 +67,9 @@ static inline u32 prl_meta_entry(struct prl_meta *pm, sector_t cluster)
 /* Reserve the next cluster at the image end: its file sector, or -ENOSPC. */
 int prl_meta_alloc(struct prl_meta *pm, sector_t *sector);
 
+/* Why -ENOSPC: true if the BAT cannot address the next cluster (v1: 2 TiB). */
+bool prl_meta_beyond_bat(struct prl_meta *pm);
+
 /*
  * Point @cluster at file sector @sector (from prl_meta_alloc()), or with 0 at
  * nothing.  The first allocation also clears the header's Empty flag.

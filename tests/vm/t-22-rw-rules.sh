@@ -152,6 +152,33 @@ expect_eq "$(dmsetup status f | awk '{ print $9 }')" 1 "writes refused for space
 dm_remove f
 qemu-img check -q -f parallels full.hds || fail "qemu-img check after ENOSPC"
 
+# A v1 image addresses 2 TiB at most (BAT entries in sectors): with its
+# last cluster just below, the next allocation is refused like ENOSPC,
+# with its own message, while the device has room and allocated clusters
+# stay writable.
+"$SRC/userspace/prldisk" create v1 --size 64M --image-format v1 > /dev/null
+python3 "$SRC/tests/tools/patch-image.py" v1/root.hds "bat[1]=$(((1 << 32) - 2048))"
+truncate -s $(((1 << 41) + (16 << 20))) v1/root.hds
+lv=$(loop_rw v1/root.hds)
+dm_create v "0 131072 parallels $lv -"
+head -c 1048576 /dev/urandom > c1.bin
+dd if=c1.bin of=/dev/mapper/v bs=1M seek=1 oflag=direct status=none
+dmesg_mark
+expect_fail dd if=c1.bin of=/dev/mapper/v bs=1M seek=5 oflag=direct status=none
+dmesg_since_mark | grep -qF "image at the end its BAT can address (v1: 2 TiB), write refused" ||
+	fail "no v1 limit message: $(dmesg_since_mark | tail -n 2)"
+expect_eq "$(dmsetup status v | awk '{ print $6, $9 }')" "$((1 << 32)) 1" "image end and refused writes"
+cmp c1.bin <(dd if=/dev/mapper/v bs=1M skip=1 count=1 iflag=direct status=none) ||
+	fail "the cluster at 2 TiB does not read back"
+dm_remove v
+losetup -d "$lv"
+truncate -s $((1 << 41)) v1/root.hds
+qemu-img check -q -f parallels v1/root.hds || fail "qemu-img check of the v1 image at its limit"
+qemu-img convert -f parallels -O raw v1/root.hds v1.raw
+cmp c1.bin <(dd if=v1.raw bs=1M skip=1 count=1 status=none) ||
+	fail "QEMU does not read the cluster at 2 TiB as written"
+rm -rf v1 v1.raw
+
 # Concurrent writes to one missing cluster allocate it once.
 qemu-img create -q -f parallels -o cluster_size=1M con.hds 16M
 truncate -s 64M con.hds
