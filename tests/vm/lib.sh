@@ -58,6 +58,18 @@ expect_fail() {
 	note "failed as expected: $*"
 }
 
+# expect_err TEXT CMD...: CMD fails and says TEXT (an errno's message) on stderr.
+expect_err() {
+	_e=$1
+	shift
+	if (_lib_expecting=1; "$@") 2> "$_lib_state/err" >&2; then
+		fail "succeeded but should have failed: $*"
+	fi
+	grep -qF "$_e" "$_lib_state/err" ||
+		fail "$*: failed, but not with '$_e': $(head -c 300 "$_lib_state/err")"
+	note "failed as expected ($_e): $*"
+}
+
 expect_eq() {
 	[ "$1" = "$2" ] || fail "${3:-value}: got '$1', want '$2'"
 }

@@ -122,7 +122,7 @@ dd if=cl.bin of=/dev/mapper/w bs=64k seek=3 oflag=direct status=none ||
 	fail "a whole-cluster write read the lower device"
 cmp cl.bin <(dd if=/dev/mapper/w bs=64k skip=3 count=1 iflag=direct status=none) ||
 	fail "the whole-cluster write does not read back"
-expect_fail dd if=cl.bin of=/dev/mapper/w bs=4k count=1 seek=80 oflag=direct status=none
+expect_err 'Input/output error' dd if=cl.bin of=/dev/mapper/w bs=4k count=1 seek=80 oflag=direct status=none
 expect_eq "$(alloc w)" 1 "clusters after a failed fill"
 end=$(dmsetup status w | awk '{ print $6 }')
 dm_remove w
@@ -143,7 +143,7 @@ lf=$(loop_rw full.hds)
 dm_create f "0 32768 parallels $lf -"
 dd if=/dev/urandom of=/dev/mapper/f bs=64k count=1 seek=5 oflag=direct status=none
 dmesg_mark
-expect_fail dd if=/dev/urandom of=/dev/mapper/f bs=64k count=1 seek=9 oflag=direct status=none
+expect_err 'No space left on device' dd if=/dev/urandom of=/dev/mapper/f bs=64k count=1 seek=9 oflag=direct status=none
 dmesg_since_mark | grep -qF "image device full, write refused" || fail "no ENOSPC message"
 dd if=/dev/urandom of=/dev/mapper/f bs=4k count=4 seek=2 oflag=direct status=none	# allocated: fine
 expect_eq "$(alloc f)" 3 "allocated after ENOSPC"
@@ -164,7 +164,7 @@ dm_create v "0 131072 parallels $lv -"
 head -c 1048576 /dev/urandom > c1.bin
 dd if=c1.bin of=/dev/mapper/v bs=1M seek=1 oflag=direct status=none
 dmesg_mark
-expect_fail dd if=c1.bin of=/dev/mapper/v bs=1M seek=5 oflag=direct status=none
+expect_err 'No space left on device' dd if=c1.bin of=/dev/mapper/v bs=1M seek=5 oflag=direct status=none
 dmesg_since_mark | grep -qF "image at the end its BAT can address (v1: 2 TiB), write refused" ||
 	fail "no v1 limit message: $(dmesg_since_mark | tail -n 2)"
 expect_eq "$(dmsetup status v | awk '{ print $6, $9 }')" "$((1 << 32)) 1" "image end and refused writes"

@@ -94,10 +94,10 @@ dmsetup resume e-img
 wait $wpid || true
 note "error table: the writer got $(cat writer.out) writes through before EIO"
 [ "$(cat writer.out)" -gt 0 ] || fail "the writer wrote nothing before the fault"
-expect_fail dd if=/dev/urandom of=/dev/mapper/e bs=64k count=4 seek=200 oflag=direct status=none
-expect_fail python3 -c 'import os; os.fsync(os.open("/dev/mapper/e", os.O_WRONLY))'
+expect_err 'Input/output error' dd if=/dev/urandom of=/dev/mapper/e bs=64k count=4 seek=200 oflag=direct status=none
+expect_err 'Input/output error' python3 -c 'import os; os.fsync(os.open("/dev/mapper/e", os.O_WRONLY))'
 expect_eq "$(state e)" error "state after a failed commit"
-expect_fail dd if=/dev/zero of=/dev/mapper/e bs=4k count=1 oflag=direct status=none
+expect_err 'Input/output error' dd if=/dev/zero of=/dev/mapper/e bs=4k count=1 oflag=direct status=none
 dm_remove e
 dm_remove e-img
 losetup -d "$l"
