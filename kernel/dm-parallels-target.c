@@ -24,6 +24,7 @@
 #include <linux/math64.h>
 #include <linux/mempool.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/slab.h>
 #include <linux/workqueue.h>
 
@@ -106,6 +107,7 @@ struct prl_target {
 	DECLARE_HASHTABLE(allocs, PRL_ALLOC_HASH_BITS);
 	bool commit_requested;
 	bool cbt_store_requested;	/* "commit": the bitmap too */
+	struct mutex suspend_lock;	/* postsuspend vs the commit message */
 	u64 nospc;			/* writes refused for lack of space */
 
 	/* Optional arguments, kept to print the table back. */
@@ -237,6 +239,7 @@ static int prl_init_writer(struct prl_target *pt)
 	INIT_WORK(&pt->worker, prl_worker);
 	INIT_DELAYED_WORK(&pt->waker, prl_waker);
 	spin_lock_init(&pt->lock);
+	mutex_init(&pt->suspend_lock);
 	bio_list_init(&pt->deferred);
 	bio_list_init(&pt->commit_wait);
 	hash_init(pt->allocs);
@@ -761,10 +764,17 @@ static void prl_worker(struct work_struct *ws)
 			bio_list_add(&after_commit, bio);
 	}
 
-	/* The bitmap of an open image: kept, though trusted only once closed. */
-	if (store && pt->open && READ_ONCE(pt->state) != PRL_STATE_ERROR &&
-	    prl_cbt_store(&pt->cbt, &pt->meta))
-		prl_set_error(pt);
+	/*
+	 * The bitmap of an open image: kept, though trusted only once closed.
+	 * A failure here costs nothing yet: postsuspend stores it again.
+	 */
+	if (store && pt->open && READ_ONCE(pt->state) != PRL_STATE_ERROR) {
+		int sr = prl_cbt_store(&pt->cbt, &pt->meta);
+
+		if (sr)
+			DMWARN("%s: dirty bitmap not stored on commit (%d); it is at deactivation",
+			       dm_table_device_name(pt->ti->table), sr);
+	}
 
 	if (commit || !bio_list_empty(&after_commit) || !bio_list_empty(&done))
 		r = prl_commit(pt);
@@ -808,20 +818,24 @@ static void prl_postsuspend(struct dm_target *ti)
 	if (!pt->writable)
 		return;
 	cancel_delayed_work_sync(&pt->waker);
+	/* A commit message waits, so this is the only committer. */
+	mutex_lock(&pt->suspend_lock);
 	flush_workqueue(pt->wq);
 	if (READ_ONCE(pt->state) == PRL_STATE_ERROR)
-		return;
+		goto out;
 	/* A bitmap changed by messages alone is stored too, image opened. */
 	if (!pt->open && !prl_cbt_dirty(&pt->cbt))
-		return;
+		goto out;
 	if ((!pt->open && prl_meta_set_in_use(&pt->meta, true)) ||
 	    prl_commit(pt) || prl_cbt_store(&pt->cbt, &pt->meta) ||
 	    prl_meta_set_in_use(&pt->meta, false)) {
 		prl_set_error(pt);
-		return;
+		goto out;
 	}
 	/* The next write after a resume opens the image again. */
 	WRITE_ONCE(pt->open, false);
+out:
+	mutex_unlock(&pt->suspend_lock);
 }
 
 static void prl_resume(struct dm_target *ti)
@@ -886,12 +900,14 @@ static int prl_message(struct dm_target *ti, unsigned int argc, char **argv,
 			       dm_table_device_name(ti->table));
 			return -EINVAL;
 		}
+		mutex_lock(&pt->suspend_lock);
 		spin_lock_irq(&pt->lock);
 		pt->commit_requested = true;
 		pt->cbt_store_requested = true;
 		spin_unlock_irq(&pt->lock);
 		queue_work(pt->wq, &pt->worker);
 		flush_work(&pt->worker);
+		mutex_unlock(&pt->suspend_lock);
 		return READ_ONCE(pt->state) == PRL_STATE_ERROR ? -EIO : 0;
 	}
 	if (argc >= 2 && !strcasecmp(argv[0], "cbt"))

@@ -401,6 +401,7 @@ int prl_cbt_store(struct prl_cbt *c, struct prl_meta *pm)
 	struct prl_ext_header *eh;
 	struct prl_cbt_map *m;
 	u32 pos = sizeof(*eh), need, i;
+	sector_t old;
 	unsigned int noio;
 	void *ext = NULL;
 	int r = 0;
@@ -450,13 +451,20 @@ int prl_cbt_store(struct prl_cbt *c, struct prl_meta *pm)
 				    cb - sizeof(*eh), eh->md5);
 	/*
 	 * The extension cluster comes after its bitmap clusters, so an image
-	 * end that counts only the BAT and ext_off still covers them all.
+	 * end that counts only the BAT and ext_off still covers them all;
+	 * with no room for a new one, the old place will do.
 	 */
-	for (i = 0; m && i < c->l1_size; i++)
+	old = c->ext_sector;
+	for (i = 0; !r && m && i < c->l1_size; i++)
 		if (c->clusters[i] > c->ext_sector)
 			c->ext_sector = 0;
-	if (!r && !c->ext_sector)
+	if (!r && !c->ext_sector) {
 		r = prl_meta_alloc(pm, &c->ext_sector);
+		if (r == -ENOSPC && old) {
+			c->ext_sector = old;
+			r = 0;
+		}
+	}
 	if (r == -ENOSPC) {
 		DMWARN("format extension dropped: no room for its cluster");
 		prl_meta_set_ext(pm, 0);
@@ -498,8 +506,11 @@ int prl_cbt_start(struct prl_cbt *c, struct prl_meta *pm, u32 granularity)
 {
 	struct crypto_shash *md5;
 	struct prl_cbt_map *m;
+	unsigned int noio;
 	int r;
 
+	/* The worker waits on this lock: no reclaim I/O while holding it. */
+	noio = memalloc_noio_save();
 	mutex_lock(&c->lock);
 	if (!c->md5) {
 		md5 = crypto_alloc_shash("md5", 0, 0);
@@ -526,6 +537,7 @@ int prl_cbt_start(struct prl_cbt *c, struct prl_meta *pm, u32 granularity)
 	WRITE_ONCE(c->changed, true);
 out:
 	mutex_unlock(&c->lock);
+	memalloc_noio_restore(noio);
 	return r;
 }
 

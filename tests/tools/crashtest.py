@@ -221,6 +221,8 @@ def in_use_first(log_path):
             else:
                 sys.exit('entry %d: written before the in_use header (entry %d) '
                          'was durable' % (idx, first))
+    if first is None:
+        sys.exit('the log holds no write')
 
 
 def replay(log_path, image, work):

@@ -12,6 +12,7 @@
 #                        test then fails at exit even if the caller went on
 #   skip WHY...          print "# SKIP: WHY", exit 4
 #   expect_fail CMD...   fail the test if CMD succeeds
+#   expect_err TEXT CMD...   ... or if its stderr lacks TEXT (an errno's message)
 #   expect_eq GOT WANT [WHAT]   fail unless GOT = WANT (strings)
 #   require_cmd CMD...   skip unless every CMD is installed
 #   loop_ro FILE / loop_rw FILE   attach FILE (direct I/O when it can), print the device

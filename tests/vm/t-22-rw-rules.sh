@@ -156,7 +156,7 @@ qemu-img check -q -f parallels full.hds || fail "qemu-img check after ENOSPC"
 # last cluster just below, the next allocation is refused like ENOSPC,
 # with its own message, while the device has room and allocated clusters
 # stay writable.
-"$SRC/userspace/prldisk" create v1 --size 64M --image-format v1 > /dev/null
+"$SRC/userspace/prldisk" create v1 --size 64M --image-format v1 --cluster-size 1M > /dev/null
 python3 "$SRC/tests/tools/patch-image.py" v1/root.hds "bat[1]=$(((1 << 32) - 2048))"
 truncate -s $(((1 << 41) + (16 << 20))) v1/root.hds
 lv=$(loop_rw v1/root.hds)

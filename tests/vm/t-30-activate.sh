@@ -32,8 +32,8 @@ deact() { (cd / && $P deactivate "$@"); }
 
 # Nothing of ours is active: no dm device, no loop device.
 
-# expect_err MSG-REGEX CMD...: CMD fails with one line on stderr matching.
-expect_err() {
+# expect_refused MSG-REGEX CMD...: CMD fails with one line on stderr matching.
+expect_refused() {
 	_re=$1
 	shift
 	if "$@" > err.out 2> err.txt; then
@@ -93,8 +93,8 @@ sed 's/^/# /' st.txt >&2
 [ "$(stat -c %s "$TOPF")" -ge $((16 << 20)) ] || fail "the top file was not pre-extended"
 
 # Double activation: refused under the same name and under another one.
-expect_err 'is active|exists already' $P activate "$X"
-expect_err 'is active.*deactivate d' $P activate "$X" --name d2
+expect_refused 'is active|exists already' $P activate "$X"
+expect_refused 'is active.*deactivate d' $P activate "$X" --name d2
 # A snapshot of the live disk, read-only under another name, is fine.
 dev2=$($P activate "$X" --snapshot "$G2" --name d2)
 cmp "$dev2" "want-$G2.raw" || fail "snapshot $G2 differs (beside the live top)"
@@ -149,19 +149,19 @@ $P deactivate nosuchdisk > /dev/null || fail "deactivate of an unknown name"
 # ---- refusals: one line each, nothing left ---------------------------------
 cp -a d e1
 rm e1/root.hds
-expect_err 'root.hds.*(No such file|cannot open)' $P activate e1
+expect_refused 'root.hds.*(No such file|cannot open)' $P activate e1
 nothing_left "missing image"
 
 # Unreadable: a layer below the top that is not a Parallels image.
 cp -a d e4
 printf 'XXXXXXXXXXXXXXXX' | dd of=e4/root.hds bs=1 conv=notrunc status=none
-expect_err 'root.hds.*Bad magic' $P activate e4
+expect_refused 'root.hds.*Bad magic' $P activate e4
 nothing_left "unreadable image"
 
 mkdir e2
 cp -a d/. e2/
 sed -i "s|<File>root.hds</File>|<File>$T/e2/root.hds</File>|" e2/DiskDescriptor.xml
-expect_err 'allow-external-paths' $P activate e2
+expect_refused 'allow-external-paths' $P activate e2
 nothing_left "absolute path"
 $P activate e2 --allow-external-paths > /dev/null
 cmp /dev/mapper/e2 ref.raw || fail "external-path disk differs"
@@ -172,7 +172,7 @@ nothing_left "external paths"
 cp -a d e3
 E3TOP=$T/e3/$(basename "$TOPF")
 printf 'Ynot' | dd of="$E3TOP" bs=1 seek=44 conv=notrunc status=none
-expect_err 'not closed cleanly.*check --repair' $P activate e3 --name x
+expect_refused 'not closed cleanly.*check --repair' $P activate e3 --name x
 nothing_left "in-use image"
 $P activate e3 --name x --read-only > /dev/null
 expect_eq "$($P status x --json | json 'd["layers"][0]["state"]')" needs_check "in-use, read-only"
@@ -186,7 +186,7 @@ qemu-img check -q -f parallels "$E3TOP" || fail "qemu-img check after --repair"
 nothing_left "repair"
 
 expect_fail $P activate "$X" --snapshot nonsense
-expect_err 'no snapshot' $P activate "$X" --snapshot '{11111111-2222-3333-4444-555555555555}'
+expect_refused 'no snapshot' $P activate "$X" --snapshot '{11111111-2222-3333-4444-555555555555}'
 expect_fail $P activate "$X" --name 'a/b'
 nothing_left "bad arguments"
 note "refusals ok ($(($(date +%s) - t0)) s)"
@@ -197,7 +197,7 @@ note "refusals ok ($(($(date +%s) - t0)) s)"
 ll=$(losetup -r -f --show "$T/d/root.hds")
 dmsetup create --readonly "d-${G1:1:36}" --table "0 32768 parallels $ll -"
 losetup -d "$ll"
-expect_err 'interrupted activation.*deactivate d' $P activate "$X"
+expect_refused 'interrupted activation.*deactivate d' $P activate "$X"
 $P list --json | json '[(x["name"], x["leftover"]) for x in d["disks"]]' > list.txt
 expect_eq "$(cat list.txt)" "[('d-${G1:1:36}', True)]" "list shows the leftover"
 deact d 2> left.txt || fail "deactivate of leftovers: $(cat left.txt)"
@@ -237,7 +237,7 @@ $P activate bd --allow-external-paths --name x > /dev/null
 cmp /dev/mapper/x ref.raw || fail "block-device images differ"
 expect_eq "$($P status x --json | json 'd["layers"][0]["image_device"], d["layers"][1]["image_device"]')" \
 	"$lt $lr" "block devices in status"
-expect_err 'is active' $P activate bd --allow-external-paths --name x2
+expect_refused 'is active' $P activate bd --allow-external-paths --name x2
 deact x
 expect_eq "$(losetup -a | wc -l)" 2 "the user's loop devices are still there"
 expect_eq "$(stat -c %s "bd/$(basename "$TOPF")")" "$tsize" "file behind a block device untouched"
