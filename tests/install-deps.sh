@@ -34,7 +34,7 @@ apt-get install -y -q --no-install-recommends \
 	qemu-system-x86 qemu-utils busybox-static kmod cpio \
 	dmsetup libdevmapper-dev libxml2-dev uuid-dev libssl-dev libjson-c-dev \
 	libcmocka-dev pkg-config ploop e2fsprogs fio xz-utils util-linux strace \
-	python3-docutils dkms man-db
+	python3-docutils dkms man-db systemd udev
 
 # The 6.12 kernel and headers from bookworm-backports (pahole for BTF).
 apt-get install -y -q --no-install-recommends -t bookworm-backports \

@@ -9,7 +9,8 @@
 # stop no device or loop is left, each top is closed (in_use clear), cut to
 # its image end, with the data written and its dirty bitmap.  Bad lines get
 # one error naming file:line.  The udev rules are read by udevadm (no
-# udevd runs here to make the link; t-51 does).
+# udevd runs here to make the link; t-51 does).  tests/host/t-81 boots
+# systemd in a VM and runs the installed unit itself.
 # vm-timeout: 240
 set -eu
 . "$SRC/tests/vm/lib.sh"
