@@ -183,12 +183,41 @@ static __u64 prl_dup_key(const struct prl_geom *g, __u64 sector, __u32 entry)
 	       entry;
 }
 
+/*
+ * The sort keys of the clusters the BAT and the extension use, in @scratch;
+ * their number.  *@top: the end of the last of them.
+ */
+static __u32 prl_data_keys(const struct prl_geom *g, const __le32 *bat,
+			   __u64 *scratch, __u64 *top)
+{
+	__u64 sector;
+	__u32 i, n = 0;
+
+	*top = g->data_off;
+	for (i = 0; i < g->bat_entries; i++) {
+		__u32 e = prl_le32(bat[i]);
+
+		if (!e)
+			continue;
+		sector = prl_entry_sector(g, e);
+		scratch[n++] = prl_dup_key(g, sector, i);
+		if (sector + g->cluster_sectors > *top)
+			*top = sector + g->cluster_sectors;
+	}
+	if (g->ext_off) {
+		scratch[n++] = prl_dup_key(g, g->ext_off, PRL_ENTRY_EXT);
+		if (g->ext_off + g->cluster_sectors > *top)
+			*top = g->ext_off + g->cluster_sectors;
+	}
+	return n;
+}
+
 int prl_check_bat(const struct prl_geom *g, const __le32 *bat,
 		  __u64 dev_sectors, __u64 *scratch, __u64 *end,
 		  struct prl_bat_err *err, const char **why)
 {
-	__u64 sector, top = g->data_off;
-	__u32 i, n = 0, rem;
+	__u64 sector, top;
+	__u32 i, n, rem;
 
 	for (i = 0; i < g->bat_entries; i++) {
 		__u32 e = prl_le32(bat[i]);
@@ -201,24 +230,17 @@ int prl_check_bat(const struct prl_geom *g, const __le32 *bat,
 			err->value = sector;
 			return -EINVAL;
 		}
-		scratch[n++] = prl_dup_key(g, sector, i);
-		if (sector + g->cluster_sectors > top)
-			top = sector + g->cluster_sectors;
 	}
-	if (g->ext_off) {
-		/* A cluster index above 32 bits cannot be told apart. */
-		if (div_u64_rem(g->ext_off - g->data_off, g->cluster_sectors,
-				&rem) >> 32) {
-			*why = "ext_off too far into the image";
-			err->entry = PRL_ENTRY_EXT;
-			err->value = g->ext_off;
-			return -EINVAL;
-		}
-		scratch[n++] = prl_dup_key(g, g->ext_off, PRL_ENTRY_EXT);
-		if (g->ext_off + g->cluster_sectors > top)
-			top = g->ext_off + g->cluster_sectors;
+	/* A cluster index above 32 bits cannot be told apart. */
+	if (g->ext_off &&
+	    div_u64_rem(g->ext_off - g->data_off, g->cluster_sectors, &rem) >> 32) {
+		*why = "ext_off too far into the image";
+		err->entry = PRL_ENTRY_EXT;
+		err->value = g->ext_off;
+		return -EINVAL;
 	}
 
+	n = prl_data_keys(g, bat, scratch, &top);
 	prl_sort_u64(scratch, n);
 	for (i = 1; i < n; i++) {
 		if (scratch[i] >> 32 != scratch[i - 1] >> 32)
@@ -329,24 +351,10 @@ int prl_check_l1(const struct prl_geom *g, const __le32 *bat,
 		 const __le64 *l1, __u32 l1_size, __u64 dev_sectors,
 		 __u64 *scratch, __u64 *end, const char **why)
 {
-	__u64 sector, top = g->data_off;
-	__u32 i, n = 0, rem;
+	__u64 sector, top;
+	__u32 i, n, rem;
 
-	for (i = 0; i < g->bat_entries; i++) {
-		__u32 e = prl_le32(bat[i]);
-
-		if (!e)
-			continue;
-		sector = prl_entry_sector(g, e);
-		scratch[n++] = prl_dup_key(g, sector, 0);
-		if (sector + g->cluster_sectors > top)
-			top = sector + g->cluster_sectors;
-	}
-	if (g->ext_off) {
-		scratch[n++] = prl_dup_key(g, g->ext_off, 0);
-		if (g->ext_off + g->cluster_sectors > top)
-			top = g->ext_off + g->cluster_sectors;
-	}
+	n = prl_data_keys(g, bat, scratch, &top);
 	for (i = 0; i < l1_size; i++) {
 		sector = prl_le64(l1[i]);
 		if (sector <= 1)
