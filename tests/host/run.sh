@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# prldisk's offline tests, on the host (no kernel involved):
+# prldisk's offline tests, on the host (no dm in the host kernel; t-80 and
+# t-81 boot a whole VM):
 #   tests/host/run.sh [TEST...]
 # Each tests/host/t-*.sh runs in a fresh, empty folder with SRC (the repo)
 # and PRLDISK (the built tool) set, and may source tests/vm/lib.sh for
