@@ -1,8 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Boot-time activation under systemd: a VM boots Debian's 6.1 kernel with
-# systemd as PID 1 on a root file system with `make install`'s files,
+# Boot-time activation under systemd: a VM boots Debian's kernel (6.1, then
+# 6.12, each that is installed with headers) with systemd as PID 1 on a root file system with `make install`'s files,
 # prldisk.service enabled, an /etc/prldisktab line for a two-layer disk
 # with cbt and ext4 on it, and an /etc/fstab line mounting it through its
 # udev link.  The root is an overlay: the host's root (9p, read-only)
@@ -21,8 +21,21 @@ set -eu
 require_cmd qemu-system-x86_64 qemu-img mkfs.ext4 e2fsck debugfs busybox cpio systemctl \
 	/lib/systemd/systemd python3 depmod modprobe
 
-kver=$(ls -d /lib/modules/6.1.*/build 2>/dev/null | sort -V | tail -n 1 | cut -d/ -f4)
-[ -n "$kver" ] && [ -r "/boot/vmlinuz-$kver" ] || skip "no 6.1 kernel and headers"
+# Each kernel in a run of its own, in a folder of its own.
+if [ -z "${T81_KVER-}" ]; then
+	ran=
+	for series in 6.1 6.12; do
+		k=$(ls -d /lib/modules/$series.*/build 2>/dev/null | sort -V | tail -n 1 | cut -d/ -f4)
+		[ -n "$k" ] && [ -r "/boot/vmlinuz-$k" ] || { note "no $series kernel and headers"; continue; }
+		note "--- $k"
+		mkdir "$T/$k"
+		(cd "$T/$k" && T=$T/$k T81_KVER=$k bash "$0") || fail "on $k (above)"
+		ran=1
+	done
+	[ -n "$ran" ] || skip "no 6.1 or 6.12 kernel with headers"
+	exit 0
+fi
+kver=$T81_KVER
 js() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 # --- the upper layer of the guest's root: the install, the disk, the tab ---
