@@ -17,6 +17,7 @@
 #include <uuid/uuid.h>
 
 #include "bitmap.h"
+#include "descriptor.h"
 #include "image.h"
 
 #define SECTOR			512
@@ -328,11 +329,15 @@ out:
 	return r;
 }
 
-int prl_bitmap_carry(const char *from, const char *to, struct prl_err *err)
+int prl_bitmap_carry(const struct prl_desc_image *from, const char *to,
+		     struct prl_err *err)
 {
 	struct prl_dirty_bitmap bm;
-	int r = prl_bitmap_load(from, &bm, err);
+	int r;
 
+	if (from->type != PRL_IMAGE_COMPRESSED)
+		return 0;
+	r = prl_bitmap_load(from->path, &bm, err);
 	if (r <= 0)
 		return r;
 	r = prl_bitmap_store_new(to, &bm, err);

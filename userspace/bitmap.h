@@ -58,11 +58,15 @@ int prl_bitmap_clear(const char *path, struct prl_err *err);
 int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 			 struct prl_err *err);
 
+struct prl_desc_image;
+
 /*
- * A snapshot's new top goes on tracking: the dirty bitmap of image @from
- * (closed) is written into @to, a new delta.  1 carried, 0 none to carry,
- * -errno with a message.
+ * A snapshot's new top goes on tracking: the dirty bitmap of the old top
+ * @from (closed) is written into @to, a new delta.  1 carried, 0 none to
+ * carry (also: a Plain image has no format extension), -errno with a
+ * message.
  */
-int prl_bitmap_carry(const char *from, const char *to, struct prl_err *err);
+int prl_bitmap_carry(const struct prl_desc_image *from, const char *to,
+		     struct prl_err *err);
 
 #endif /* PRL_BITMAP_H */

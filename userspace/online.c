@@ -292,8 +292,7 @@ int prl_snapshot_online(struct prl_desc *d, const char *file, const char *snap,
 		goto undo;
 	}
 	/* b2. The bitmap the suspend stored in the old top goes on in the new. */
-	r = old->type == PRL_IMAGE_COMPRESSED ?
-	    prl_bitmap_carry(old->path, path, err) : 0;
+	r = prl_bitmap_carry(old, path, err);
 	if (r < 0)
 		goto undo;
 	fault_point("snapshot:bitmap");

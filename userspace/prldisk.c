@@ -934,12 +934,8 @@ static int cmd_snapshot(int argc, char **argv)
 		const struct prl_desc_image *old = prl_desc_image(d, snap);
 
 		rc = prl_create_delta(d, path, &err);
-
-		/* The old top's dirty bitmap goes on in the new one (a Plain
-		 * root has none).
-		 */
-		if (!rc && old->type == PRL_IMAGE_COMPRESSED &&
-		    prl_bitmap_carry(old->path, path, &err) < 0)
+		/* The old top's dirty bitmap goes on in the new one. */
+		if (!rc && prl_bitmap_carry(old, path, &err) < 0)
 			rc = -EIO;
 		if (!rc) {
 			rc = prl_desc_add(d, newtop, PRL_IMAGE_COMPRESSED, file, snap, &err);
