@@ -2,11 +2,12 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Boot-time activation under systemd: a VM boots Debian's kernel (6.1, then
-# 6.12, each that is installed with headers) with systemd as PID 1 on a root file system with `make install`'s files,
-# prldisk.service enabled, an /etc/prldisktab line for a two-layer disk
-# with cbt and ext4 on it, and an /etc/fstab line mounting it through its
-# udev link.  The root is an overlay: the host's root (9p, read-only)
-# below, an ext4 file system (a host file) above, holding all of that.
+# 6.12, each that is installed with headers) with systemd as PID 1 on a
+# root file system with `make install`'s files, prldisk.service enabled,
+# an /etc/prldisktab line for a two-layer disk with cbt and ext4 on it, and
+# an /etc/fstab line mounting it through its udev link.  The root is an
+# overlay: the host's root (9p, read-only) below, an ext4 file system (a
+# host file) above, holding all of that.
 # Two test units watch prldisk.service from either side:
 #   prltest-check   after boot: the unit is active (the installed one), the
 #                   disk is open (in_use) and mounted from the fstab line;
@@ -143,18 +144,8 @@ mkfs.ext4 -q -O ^has_journal -d "$T/upper" upper.img
 
 # --- the initramfs: mount the overlay root, switch to systemd ---------------
 I=$T/initramfs
-mkdir -p "$I"/{bin,dev,proc,lower,upper,newroot,lib/modules}
-cp "$(command -v busybox)" "$I/bin/busybox"
-for m in virtio_pci virtio_blk ext4 9pnet_virtio 9p overlay; do
-	modprobe -S "$kver" --show-depends "$m"
-done | awk '$1 == "insmod" && !seen[$2]++ { print $2 }' > mods
-while read -r ko; do
-	name=${ko##*/} && name=${name%.ko*}.ko
-	case $ko in
-	*.xz) xz -dc "$ko" ;; *.zst) zstd -dc "$ko" ;; *.gz) gzip -dc "$ko" ;; *) cat "$ko" ;;
-	esac > "$I/lib/modules/$name"
-	echo "$name" >> "$I/lib/modules/order"
-done < mods
+"$SRC/tests/tools/initramfs-base.sh" "$kver" "$I" virtio_pci virtio_blk ext4 9pnet_virtio 9p overlay
+mkdir -p "$I"/{lower,upper,newroot}
 cat > "$I/init" <<END
 #!/bin/busybox sh
 /bin/busybox --install -s /bin

@@ -145,23 +145,15 @@ else
 fi
 
 # --- the initramfs: busybox and the modules that mount the 9p share ---------
-# Cached; rebuilt when this script (which writes its init) or the modules change.
+# Cached; rebuilt when this script (which writes its init), the base or the
+# modules change.
 initrd=$B/initramfs.cpio
-if ! [ "$initrd" -nt "$0" ] || ! [ "$initrd" -nt "/lib/modules/$kver/modules.dep" ]; then
+base=$SRC/tests/tools/initramfs-base.sh
+if ! [ "$initrd" -nt "$0" ] || ! [ "$initrd" -nt "$base" ] ||
+   ! [ "$initrd" -nt "/lib/modules/$kver/modules.dep" ]; then
 	d=$B/initramfs
-	rm -rf "$d" && mkdir -p "$d"/{bin,sbin,dev,proc,newroot,lib/modules} || exit 1
-	cp /bin/busybox "$d/bin/busybox" && mknod "$d/dev/console" c 5 1 || exit 1
-	# Load order, dependencies first; unpacked, as busybox insmod wants plain .ko.
-	for m in virtio_pci 9pnet_virtio 9p; do
-		modprobe -S "$kver" --show-depends "$m" || exit 1
-	done | awk '$1 == "insmod" && !seen[$2]++ { print $2 }' > "$B/initramfs.mods"
-	while read -r ko; do
-		name=${ko##*/} && name=${name%.ko*}.ko
-		case $ko in
-		*.xz) xz -dc "$ko" ;; *.zst) zstd -dc "$ko" ;; *.gz) gzip -dc "$ko" ;; *) cat "$ko" ;;
-		esac > "$d/lib/modules/$name" || exit 1
-		echo "$name" >> "$d/lib/modules/order"
-	done < "$B/initramfs.mods"
+	rm -rf "$d" && "$base" "$kver" "$d" virtio_pci 9pnet_virtio 9p &&
+		mkdir -p "$d"/{sbin,newroot} && mknod "$d/dev/console" c 5 1 || exit 1
 	# The kernel's request_module() runs /sbin/modprobe in this root, not
 	# in the chroot: send it to the host's modprobe and modules.
 	cat > "$d/sbin/modprobe" <<'EOF'
