@@ -66,7 +66,8 @@ check-6.12:
 check-long:
 	tests/run-all.sh --long --kver "$(KVER)" --kver "$(KVER_612)"
 
-demo:
+# The VM runs build the module for their kernel; prldisk is built here.
+demo: userspace
 	tests/demo.sh --kver "$(KVER)"
 
 # Not part of check: fio under TCG, ~10 min; the table is also saved in
@@ -74,7 +75,7 @@ demo:
 BENCH_KVER ?= $(KVER)
 BENCH_RUNTIME ?= 5
 BENCH_REPEAT ?= 5
-bench:
+bench: userspace
 	tests/bench/run-bench.sh --kver "$(call kver_of,$(BENCH_KVER))" \
 		--runtime "$(BENCH_RUNTIME)" --repeat "$(BENCH_REPEAT)"
 
