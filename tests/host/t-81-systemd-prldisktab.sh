@@ -171,6 +171,8 @@ END
 chmod 755 "$I/init"
 (cd "$I" && find . | cpio -o -H newc --quiet) > initrd.img
 
+cp upper.img upper-clean.img
+boot() {
 timeout 400 qemu-system-x86_64 -machine q35,accel=tcg -smp 2 -m 1536 -nodefaults \
 	-display none -serial stdio -no-reboot \
 	-kernel "/boot/vmlinuz-$kver" -initrd initrd.img \
@@ -178,6 +180,16 @@ timeout 400 qemu-system-x86_64 -machine q35,accel=tcg -smp 2 -m 1536 -nodefaults
 	-drive file=upper.img,format=raw,if=virtio -device virtio-rng-pci \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 	< /dev/null > console.log 2>&1 || true
+}
+boot
+# 6.12 under TCG now and then dies early in boot on an int3 left by its own
+# code patching (nothing of ours has run): boot that one again, once.
+if ! grep -aq 'Reached target' console.log && grep -aq 'Kernel panic' console.log; then
+	note "the kernel panicked while booting: booting again"
+	mv console.log console-boot1.log
+	cp upper-clean.img upper.img
+	boot
+fi
 debugfs -R "cat /root/var/log/prltest.log" upper.img > units.log 2> /dev/null || true
 grep '^PRLTEST' units.log >&2 ||
 	fail "the test units did not run: $(grep -a -i -e prldisk -e panic -e failed -e error console.log | tail -n 15)"
