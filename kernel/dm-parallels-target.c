@@ -25,6 +25,7 @@
 #include <linux/mempool.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/workqueue.h>
 
@@ -86,13 +87,19 @@ struct prl_target {
 	struct dm_dev *lower;		/* NULL: unallocated clusters are zeros */
 	sector_t lower_sectors;
 
-	struct prl_meta meta;
+	struct prl_meta *meta;
+	const struct prl_geom *g;	/* prl_meta_geom(meta) */
 	struct prl_cbt cbt;
 	unsigned int cluster_shift;	/* log2(cluster), if a power of two */
 	bool cluster_pow2;
 	bool writable;
 	bool open;			/* in_use is set on disk */
+	bool refresh;			/* reloaded over a live table: re-read */
 	enum prl_state state;
+	const char *error_op;		/* what failed, for the status */
+	int error_errno;
+	struct list_head node;		/* in prl_tables */
+	struct mapped_device *md;
 
 	struct dm_io_client *io;
 	struct dm_kcopyd_client *kc;
@@ -106,6 +113,7 @@ struct prl_target {
 	struct bio_list commit_wait;	/* written, complete after a commit */
 	DECLARE_HASHTABLE(allocs, PRL_ALLOC_HASH_BITS);
 	bool commit_requested;
+	bool flush_requested;		/* "commit": flush even if clean */
 	bool cbt_store_requested;	/* "commit": the bitmap too */
 	struct mutex suspend_lock;	/* postsuspend vs the commit message */
 	u64 nospc;			/* writes refused for lack of space */
@@ -117,6 +125,42 @@ struct prl_target {
 	bool cbt_arg;			/* "cbt" */
 	u32 cbt_granularity;		/* "cbt_granularity:<n>", or 0 */
 };
+
+/*
+ * Every table, so that one loaded over a live table of the same device
+ * (dmsetup reload) knows that the image it read may still change until
+ * that table is suspended, and reads it again at its preresume.
+ */
+static LIST_HEAD(prl_tables);
+static DEFINE_MUTEX(prl_tables_lock);
+
+/* Is another table of this device on the same image?  Then re-read it. */
+static void prl_register(struct prl_target *pt)
+{
+	struct prl_target *o;
+
+	mutex_lock(&prl_tables_lock);
+	list_for_each_entry(o, &prl_tables, node)
+		if (o->md == pt->md && o->image->bdev == pt->image->bdev)
+			pt->refresh = true;
+	list_add(&pt->node, &prl_tables);
+	mutex_unlock(&prl_tables_lock);
+}
+
+/* Did a table of this device open the image and not close it? */
+static bool prl_predecessor_open(struct prl_target *pt)
+{
+	struct prl_target *o;
+	bool open = false;
+
+	mutex_lock(&prl_tables_lock);
+	list_for_each_entry(o, &prl_tables, node)
+		if (o != pt && o->md == pt->md &&
+		    o->image->bdev == pt->image->bdev && READ_ONCE(o->open))
+			open = true;
+	mutex_unlock(&prl_tables_lock);
+	return open;
+}
 
 static int prl_parse_args(struct prl_target *pt, struct dm_arg_set *as)
 {
@@ -179,6 +223,11 @@ static int prl_parse_args(struct prl_target *pt, struct dm_arg_set *as)
 
 static void prl_destroy(struct prl_target *pt)
 {
+	if (!list_empty(&pt->node)) {
+		mutex_lock(&prl_tables_lock);
+		list_del(&pt->node);
+		mutex_unlock(&prl_tables_lock);
+	}
 	if (pt->wq)
 		destroy_workqueue(pt->wq);
 	mempool_exit(&pt->alloc_pool);
@@ -186,7 +235,7 @@ static void prl_destroy(struct prl_target *pt)
 		dm_kcopyd_client_destroy(pt->kc);
 	if (pt->writable)
 		prl_cbt_release(&pt->cbt);
-	prl_meta_release(&pt->meta);
+	prl_meta_destroy(pt->meta);
 	if (pt->io)
 		dm_io_client_destroy(pt->io);
 	if (pt->lower)
@@ -203,15 +252,17 @@ static void prl_waker(struct work_struct *ws);
 static int prl_init_writer(struct prl_target *pt)
 {
 	struct dm_target *ti = pt->ti;
-	const struct prl_geom *g = &pt->meta.geom;
+	const struct prl_geom *g = pt->g;
 	int r;
 
-	if (g->in_use == PRL_IN_USE_OPEN && !pt->ignore_in_use) {
+	/* A live table of this device may hold it open: see preresume. */
+	if (g->in_use == PRL_IN_USE_OPEN && !pt->ignore_in_use &&
+	    !pt->refresh) {
 		ti->error = "Image in use or not closed cleanly (see ignore_in_use)";
 		return -EBUSY;
 	}
 	pt->writable = true;	/* from here on prl_destroy() releases the cbt */
-	r = prl_cbt_load(&pt->cbt, &pt->meta,
+	r = prl_cbt_load(&pt->cbt, pt->meta,
 			 pt->cbt_arg || pt->cbt_granularity,
 			 pt->cbt_granularity ?: PRL_CBT_DEFAULT_GRANULARITY,
 			 &ti->error);
@@ -254,6 +305,23 @@ static int prl_init_writer(struct prl_target *pt)
 	return 0;
 }
 
+/* A writable table may not leave allocated clusters out of its length. */
+static int prl_check_len(struct prl_target *pt, char **error)
+{
+	struct prl_meta *pm = pt->meta;
+	u32 c, first = DIV_ROUND_UP_ULL(pt->ti->len, pt->g->cluster_sectors);
+
+	for (c = first; c < pt->g->bat_entries; c++)
+		if (prl_meta_entry(pm, c)) {
+			DMERR("%s: cluster %u is allocated past the table's length %llu",
+			      dm_table_device_name(pt->ti->table), c,
+			      (unsigned long long)pt->ti->len);
+			*error = "Target length leaves allocated clusters out";
+			return -EINVAL;
+		}
+	return 0;
+}
+
 /*
  * <image_dev> <lower_dev|-> [<#opt_args> <opt_arg>...]
  */
@@ -275,6 +343,8 @@ static int prl_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		return -ENOMEM;
 	}
 	pt->ti = ti;
+	pt->md = dm_table_get_md(ti->table);
+	INIT_LIST_HEAD(&pt->node);
 	image_path = dm_shift_arg(&as);
 	lower_path = dm_shift_arg(&as);
 
@@ -311,12 +381,15 @@ static int prl_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		goto bad;
 	}
 
-	r = prl_meta_load(&pt->meta, pt->image->bdev, pt->io,
-			  dm_table_get_mode(ti->table) & PRL_MODE_WRITE,
-			  &ti->error);
+	prl_register(pt);
+	r = prl_meta_create(&pt->meta, dm_table_device_name(ti->table),
+			    pt->image->bdev, pt->io,
+			    dm_table_get_mode(ti->table) & PRL_MODE_WRITE,
+			    &ti->error);
 	if (r)
 		goto bad;
-	g = &pt->meta.geom;
+	pt->g = prl_meta_geom(pt->meta);
+	g = pt->g;
 	if (ti->len > g->nb_sectors) {
 		ti->error = "Target length exceeds the image's virtual size";
 		r = -EINVAL;
@@ -327,7 +400,9 @@ static int prl_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		pt->cluster_shift = ilog2(g->cluster_sectors);
 
 	if (dm_table_get_mode(ti->table) & PRL_MODE_WRITE) {
-		r = prl_init_writer(pt);
+		r = prl_check_len(pt, &ti->error);
+		if (!r)
+			r = prl_init_writer(pt);
 		if (r)
 			goto bad;
 		pt->state = PRL_STATE_RW;
@@ -344,6 +419,8 @@ static int prl_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	if (r)
 		goto bad;
 	ti->num_flush_bios = 1;
+	/* Flushes reach map() even if no device below has a write cache. */
+	ti->flush_supported = true;
 	ti->private = pt;
 	return 0;
 
@@ -357,25 +434,37 @@ static void prl_dtr(struct dm_target *ti)
 	prl_destroy(ti->private);
 }
 
-/* Any failure to write metadata leaves the target failing writes. */
-static void prl_set_error(struct prl_target *pt)
+/*
+ * Any failure to write metadata leaves the target failing writes, for good:
+ * entered once, logged once, no retries.  The way back is a new table
+ * (dmsetup reload, once the device below works), or prldisk check --repair.
+ */
+static void prl_set_error(struct prl_target *pt, const char *op, int err)
 {
 	if (READ_ONCE(pt->state) == PRL_STATE_ERROR)
 		return;
-	DMERR("%s: metadata I/O failed, writes now fail",
-	      dm_table_device_name(pt->ti->table));
-	WRITE_ONCE(pt->state, PRL_STATE_ERROR);
+	pt->error_op = op;
+	pt->error_errno = err;
+	DMERR("%s: %s failed (%d): writes now fail; reload the table once the image device works",
+	      dm_table_device_name(pt->ti->table), op, err);
+	/* pairs with smp_load_acquire() in prl_status() */
+	smp_store_release(&pt->state, PRL_STATE_ERROR);
 	dm_table_event(pt->ti->table);
+}
+
+static bool prl_failed(struct prl_target *pt)
+{
+	return READ_ONCE(pt->state) == PRL_STATE_ERROR;
 }
 
 static sector_t prl_cluster_of(struct prl_target *pt, sector_t vsec,
 			       u32 *offset)
 {
 	if (pt->cluster_pow2) {
-		*offset = vsec & (pt->meta.geom.cluster_sectors - 1);
+		*offset = vsec & (pt->g->cluster_sectors - 1);
 		return vsec >> pt->cluster_shift;
 	}
-	return div_u64_rem(vsec, pt->meta.geom.cluster_sectors, offset);
+	return div_u64_rem(vsec, pt->g->cluster_sectors, offset);
 }
 
 static void prl_remap_image(struct prl_target *pt, struct bio *bio,
@@ -418,10 +507,9 @@ static bool prl_is_zeroing(struct bio *bio)
 	       bio_op(bio) == REQ_OP_WRITE_ZEROES;
 }
 
-static bool prl_needs_commit(struct prl_target *pt, struct bio *bio)
+static bool prl_is_flush(struct bio *bio)
 {
-	return (bio->bi_opf & (REQ_PREFLUSH | REQ_FUA)) &&
-	       !prl_meta_clean(&pt->meta);
+	return bio->bi_opf & (REQ_PREFLUSH | REQ_FUA);
 }
 
 static int prl_map(struct dm_target *ti, struct bio *bio)
@@ -429,10 +517,13 @@ static int prl_map(struct dm_target *ti, struct bio *bio)
 	struct prl_target *pt = ti->private;
 	sector_t vsec, cluster;
 	u32 offset, entry;
+	bool clean;
 
+	if (unlikely(pt->refresh))
+		return DM_MAPIO_KILL;	/* a failed preresume: never trust it */
 	if (unlikely(!bio_sectors(bio))) {
 		/* An empty flush: it waits for a commit if one is due. */
-		if (pt->writable && prl_needs_commit(pt, bio)) {
+		if (pt->writable && !prl_meta_clean(pt->meta)) {
 			prl_defer(pt, bio);
 			return DM_MAPIO_SUBMITTED;
 		}
@@ -442,24 +533,30 @@ static int prl_map(struct dm_target *ti, struct bio *bio)
 
 	vsec = dm_target_offset(ti, bio->bi_iter.bi_sector);
 	cluster = prl_cluster_of(pt, vsec, &offset);
-	entry = prl_meta_entry(&pt->meta, cluster);
+	entry = prl_meta_entry_clean(pt->meta, cluster, &clean);
 
 	if (bio_op(bio) == REQ_OP_READ) {
 		if (!entry)
 			return prl_map_lower(pt, bio, vsec);
-		prl_remap_image(pt, bio, prl_entry_sector(&pt->meta.geom, entry),
+		prl_remap_image(pt, bio, prl_entry_sector(pt->g, entry),
 				offset);
 		return DM_MAPIO_REMAPPED;
 	}
 
-	if (unlikely(!pt->writable || READ_ONCE(pt->state) == PRL_STATE_ERROR))
+	if (unlikely(!pt->writable || prl_failed(pt)))
 		return DM_MAPIO_KILL;
 	if (prl_is_zeroing(bio)) {
 		/* One cluster at a time; dm sends the rest again. */
-		u32 left = pt->meta.geom.cluster_sectors - offset;
+		u32 left = pt->g->cluster_sectors - offset;
 
 		if (bio_sectors(bio) > left)
 			dm_accept_partial_bio(bio, left);
+		/* Discard promises nothing: only whole clusters we own go. */
+		if (bio_op(bio) == REQ_OP_DISCARD &&
+		    (!entry || offset || bio_sectors(bio) < left)) {
+			bio_endio(bio);
+			return DM_MAPIO_SUBMITTED;
+		}
 		prl_cbt_mark(&pt->cbt, vsec, bio_sectors(bio));
 		prl_defer(pt, bio);
 		return DM_MAPIO_SUBMITTED;
@@ -470,11 +567,11 @@ static int prl_map(struct dm_target *ti, struct bio *bio)
 	prl_cbt_mark(&pt->cbt, vsec, bio_sectors(bio));
 	/* Allocation, the first write and commits are the worker's. */
 	if (!entry || !smp_load_acquire(&pt->open) ||
-	    prl_needs_commit(pt, bio)) {
+	    (prl_is_flush(bio) && !clean)) {
 		prl_defer(pt, bio);
 		return DM_MAPIO_SUBMITTED;
 	}
-	prl_remap_image(pt, bio, prl_entry_sector(&pt->meta.geom, entry),
+	prl_remap_image(pt, bio, prl_entry_sector(pt->g, entry),
 			offset);
 	return DM_MAPIO_REMAPPED;
 }
@@ -499,13 +596,25 @@ static void prl_alloc_done(struct prl_alloc *a, struct bio_list *finish)
 {
 	struct prl_target *pt = a->pt;
 	unsigned long flags;
+	struct bio *bio;
 
 	spin_lock_irqsave(&pt->lock, flags);
-	if (!a->failed)
-		prl_meta_set_entry(&pt->meta, a->cluster, a->sector);
+	if (!a->failed) {
+		prl_meta_set_entry(pt->meta, a->cluster, a->sector);
+		bio_list_merge(&pt->deferred, &a->waiting);
+	} else {
+		/*
+		 * The writes that waited fail with it, rather than each
+		 * leaking a cluster of its own on a device that fails; the
+		 * cluster goes back if it is the last one.
+		 */
+		prl_meta_unalloc(pt->meta, a->sector);
+		while ((bio = bio_list_pop(&a->waiting))) {
+			bio->bi_status = BLK_STS_IOERR;
+			bio_list_add(finish, bio);
+		}
+	}
 	hash_del(&a->node);
-	/* Waiting writes try again; after a failure they allocate anew. */
-	bio_list_merge(&pt->deferred, &a->waiting);
 	if (a->bio) {
 		if (a->failed)
 			a->bio->bi_status = BLK_STS_IOERR;
@@ -530,7 +639,8 @@ static void prl_fill_done(int read_err, unsigned long write_err, void *context)
 	if (!atomic_dec_and_test(&a->jobs))
 		return;
 	if (a->failed)
-		DMERR_LIMIT("Cannot fill a new cluster at sector %llu",
+		DMERR_LIMIT("%s: cannot fill a new cluster at sector %llu",
+			    dm_table_device_name(a->pt->ti->table),
 			    (unsigned long long)a->sector);
 	prl_alloc_done(a, &finish);
 	while ((bio = bio_list_pop(&finish)))
@@ -543,13 +653,16 @@ static void prl_overwrite_endio(struct bio *bio)
 	struct prl_bio *pb = dm_per_bio_data(bio, sizeof(*pb));
 	struct prl_alloc *a = pb->alloc;
 	struct prl_target *pt = a->pt;
-	struct bio_list dummy = BIO_EMPTY_LIST;
+	struct bio_list finish = BIO_EMPTY_LIST;
+	struct bio *w;
 	unsigned long flags;
 
 	bio->bi_end_io = pb->end_io;
 	a->failed = bio->bi_status != BLK_STS_OK;
 	a->bio = NULL;
-	prl_alloc_done(a, &dummy);
+	prl_alloc_done(a, &finish);
+	while ((w = bio_list_pop(&finish)))
+		bio_endio(w);
 	if (!bio->bi_status && (bio->bi_opf & (REQ_PREFLUSH | REQ_FUA))) {
 		/* Durable only once the BAT entry is: after a commit. */
 		spin_lock_irqsave(&pt->lock, flags);
@@ -564,7 +677,7 @@ static void prl_overwrite_endio(struct bio *bio)
 /* Fill the rest of the new cluster: from the lower device, then zeros. */
 static void prl_fill(struct prl_target *pt, struct prl_alloc *a)
 {
-	sector_t cs = pt->meta.geom.cluster_sectors;
+	sector_t cs = pt->g->cluster_sectors;
 	sector_t vstart = a->cluster * cs, copy = 0;
 	struct dm_io_region from, to;
 
@@ -597,13 +710,13 @@ static void prl_allocate(struct prl_target *pt, struct bio *bio,
 	struct prl_alloc *a;
 	sector_t sector;
 
-	if (prl_meta_alloc(&pt->meta, &sector)) {
+	if (prl_meta_alloc(pt->meta, &sector)) {
 		spin_lock_irq(&pt->lock);
 		pt->nospc++;
 		spin_unlock_irq(&pt->lock);
 		DMERR_LIMIT("%s: %s, write refused",
 			    dm_table_device_name(pt->ti->table),
-			    prl_meta_beyond_bat(&pt->meta) ?
+			    prl_meta_beyond_bat(pt->meta) ?
 			    "image at the end its BAT can address (v1: 2 TiB)" :
 			    "image device full");
 		bio->bi_status = BLK_STS_NOSPC;
@@ -617,13 +730,13 @@ static void prl_allocate(struct prl_target *pt, struct bio *bio,
 	a->sector = sector;
 	a->failed = false;
 	a->zero_only = prl_is_zeroing(bio) && !offset &&
-		       bio_sectors(bio) == pt->meta.geom.cluster_sectors;
+		       bio_sectors(bio) == pt->g->cluster_sectors;
 	bio_list_init(&a->waiting);
 	spin_lock_irq(&pt->lock);
 	hash_add(pt->allocs, &a->node, cluster);
 	spin_unlock_irq(&pt->lock);
 
-	if (!offset && bio_sectors(bio) == pt->meta.geom.cluster_sectors &&
+	if (!offset && bio_sectors(bio) == pt->g->cluster_sectors &&
 	    !prl_is_zeroing(bio)) {
 		/* The write is the whole cluster: no fill, and no read. */
 		a->bio = NULL;
@@ -647,36 +760,61 @@ static void prl_zero_done(int read_err, unsigned long write_err, void *context)
 	bio_endio(bio);
 }
 
+/* The unmapped cluster's space went back, or not: the bio did its part. */
+static void prl_giveback_endio(struct bio *bio)
+{
+	struct prl_bio *pb = dm_per_bio_data(bio, sizeof(*pb));
+
+	bio->bi_end_io = pb->end_io;
+	bio->bi_status = BLK_STS_OK;
+	bio_endio(bio);
+}
+
 /*
- * Worker: discard or write-zeroes of part or all of one cluster.  Afterwards
- * the range reads as zeros: a whole cluster with nothing below it is
- * unmapped (and its space punched out of the image where the device can),
- * other ranges are zeroed in place, allocating the cluster first if the
- * lower device would otherwise show through.
+ * Worker: a discard of a whole cluster the image owns (map() ends the
+ * others), or a write-zeroes of part or all of one cluster.
+ *
+ * A discarded cluster is unmapped: it reads as the lower device again
+ * (zeros without one), and its old place is discarded on the image device
+ * by the bio itself, asynchronously.  Write-zeroes reads back zeros: a
+ * whole cluster with nothing below is unmapped the same way unless the bio
+ * says REQ_NOUNMAP, the rest is zeroed in place, allocating the cluster
+ * first if the lower device would otherwise show through.
  */
 static void prl_zero_range(struct prl_target *pt, struct bio *bio,
 			   sector_t cluster, u32 offset, u32 entry)
 {
-	const struct prl_geom *g = &pt->meta.geom;
+	const struct prl_geom *g = pt->g;
 	sector_t cs = g->cluster_sectors, sector;
 	bool below = pt->lower && cluster * cs < pt->lower_sectors;
+	bool discard = bio_op(bio) == REQ_OP_DISCARD;
 	struct dm_io_region to;
+	struct prl_bio *pb;
 
 	if (!entry) {
-		if (below)
+		if (below && !discard)
 			prl_allocate(pt, bio, cluster, offset);
 		else
-			bio_endio(bio);		/* reads as zeros already */
+			bio_endio(bio);	/* what it reads now will do */
 		return;
 	}
 	sector = prl_entry_sector(g, entry);
-	if (!offset && bio_sectors(bio) == cs && !below) {
+	if (discard || (!offset && bio_sectors(bio) == cs && !below &&
+			!(bio->bi_opf & REQ_NOUNMAP))) {
 		/* Clusters are never reused, so the old one is simply gone. */
-		prl_meta_set_entry(&pt->meta, cluster, 0);
-		if (bdev_max_discard_sectors(pt->image->bdev))
-			blkdev_issue_discard(pt->image->bdev, sector, cs,
-					     GFP_NOIO);
-		bio_endio(bio);
+		prl_meta_set_entry(pt->meta, cluster, 0);
+		if ((discard && !bdev_max_discard_sectors(pt->image->bdev)) ||
+		    (!discard && !bdev_write_zeroes_sectors(pt->image->bdev))) {
+			bio_endio(bio);
+			return;
+		}
+		/* Give the space back below: the bio, sent to the old place. */
+		pb = dm_per_bio_data(bio, sizeof(*pb));
+		pb->end_io = bio->bi_end_io;
+		bio->bi_end_io = prl_giveback_endio;
+		bio->bi_opf &= ~REQ_NOUNMAP;
+		prl_remap_image(pt, bio, sector, 0);
+		dm_submit_bio_remap(bio, NULL);
 		return;
 	}
 	to.bdev = pt->image->bdev;
@@ -695,7 +833,7 @@ static bool prl_handle_write(struct prl_target *pt, struct bio *bio)
 
 	cluster = prl_cluster_of(pt, vsec, &offset);
 	spin_lock_irq(&pt->lock);
-	entry = prl_meta_entry(&pt->meta, cluster);
+	entry = prl_meta_entry(pt->meta, cluster);
 	a = entry ? NULL : prl_find_alloc(pt, cluster);
 	if (a)
 		bio_list_add(&a->waiting, bio);
@@ -711,28 +849,46 @@ static bool prl_handle_write(struct prl_target *pt, struct bio *bio)
 		prl_allocate(pt, bio, cluster, offset);
 		return false;
 	}
-	prl_remap_image(pt, bio, prl_entry_sector(&pt->meta.geom, entry),
+	prl_remap_image(pt, bio, prl_entry_sector(pt->g, entry),
 			offset);
-	if (prl_needs_commit(pt, bio))
+	if (prl_is_flush(bio) && !prl_meta_clean(pt->meta))
 		return true;
 	dm_submit_bio_remap(bio, NULL);
 	return false;
 }
 
+/* A commit: 1 if it wrote and flushed, 0 if there was nothing, or -errno. */
 static int prl_commit(struct prl_target *pt)
 {
-	int r = prl_meta_commit(&pt->meta);
+	int r;
 
-	if (r)
-		prl_set_error(pt);
+	if (prl_failed(pt))
+		return -EIO;	/* no retries: see prl_set_error() */
+	r = prl_meta_commit(pt->meta);
+	if (r < 0)
+		prl_set_error(pt, "commit", r);
 	return r;
+}
+
+/* The in-use flag is on disk before the first write goes down. */
+static int prl_open_image(struct prl_target *pt)
+{
+	int r;
+
+	prl_meta_set_in_use(pt->meta, true);
+	r = prl_commit(pt);
+	if (r < 0)
+		return r;
+	/* pairs with smp_load_acquire() in prl_map() */
+	smp_store_release(&pt->open, true);
+	return 0;
 }
 
 static void prl_worker(struct work_struct *ws)
 {
 	struct prl_target *pt = container_of(ws, struct prl_target, worker);
 	struct bio_list bios, done, after_commit = BIO_EMPTY_LIST;
-	bool commit, store;
+	bool commit, flush, store, flushed = false;
 	struct bio *bio;
 	int r = 0;
 
@@ -743,22 +899,17 @@ static void prl_worker(struct work_struct *ws)
 	bio_list_init(&pt->commit_wait);
 	commit = pt->commit_requested;
 	pt->commit_requested = false;
+	flush = pt->flush_requested;
+	pt->flush_requested = false;
 	store = pt->cbt_store_requested;
 	pt->cbt_store_requested = false;
 	spin_unlock_irq(&pt->lock);
 
-	/* The in-use flag is on disk before the first write goes down. */
-	if (!bio_list_empty(&bios) && !pt->open &&
-	    READ_ONCE(pt->state) != PRL_STATE_ERROR) {
-		r = prl_meta_set_in_use(&pt->meta, true);
-		if (r)
-			prl_set_error(pt);
-		else	/* pairs with smp_load_acquire() in prl_map() */
-			smp_store_release(&pt->open, true);
-	}
+	if (!bio_list_empty(&bios) && !pt->open && !prl_failed(pt))
+		prl_open_image(pt);
 
 	while ((bio = bio_list_pop(&bios))) {
-		if (READ_ONCE(pt->state) == PRL_STATE_ERROR)
+		if (prl_failed(pt))
 			bio_io_error(bio);
 		else if (!bio_sectors(bio) || prl_handle_write(pt, bio))
 			bio_list_add(&after_commit, bio);
@@ -768,23 +919,36 @@ static void prl_worker(struct work_struct *ws)
 	 * The bitmap of an open image: kept, though trusted only once closed.
 	 * A failure here costs nothing yet: postsuspend stores it again.
 	 */
-	if (store && pt->open && READ_ONCE(pt->state) != PRL_STATE_ERROR) {
-		int sr = prl_cbt_store(&pt->cbt, &pt->meta);
+	if (store && pt->open && !prl_failed(pt)) {
+		int sr = prl_cbt_store(&pt->cbt, pt->meta);
 
 		if (sr)
-			DMWARN("%s: dirty bitmap not stored on commit (%d); it is at deactivation",
-			       dm_table_device_name(pt->ti->table), sr);
+			DMWARN_LIMIT("%s: dirty bitmap not stored on commit (%d)",
+				     dm_table_device_name(pt->ti->table), sr);
 	}
 
-	if (commit || !bio_list_empty(&after_commit) || !bio_list_empty(&done))
+	if (commit || !bio_list_empty(&after_commit) || !bio_list_empty(&done)) {
 		r = prl_commit(pt);
+		flushed = r > 0;
+		if (r > 0)
+			r = 0;
+	}
+	/* "commit" promises every write so far durable, BAT changed or not. */
+	if (!r && flush && !flushed) {
+		r = blkdev_issue_flush(pt->image->bdev);
+		flushed = !r;
+	}
 
 	while ((bio = bio_list_pop(&after_commit))) {
 		if (r)
 			bio_io_error(bio);
-		else if (!bio_sectors(bio))
+		else if (!bio_sectors(bio) && flushed)
 			bio_endio(bio);	/* the commit flushed the image */
 		else
+			/*
+			 * Nothing was written, so nothing flushed after the
+			 * writes this flush covers: it goes down itself.
+			 */
 			dm_submit_bio_remap(bio, NULL);
 	}
 	while ((bio = bio_list_pop(&done))) {
@@ -800,7 +964,9 @@ static void prl_waker(struct work_struct *ws)
 	struct prl_target *pt = container_of(to_delayed_work(ws),
 					     struct prl_target, waker);
 
-	if (!prl_meta_clean(&pt->meta)) {
+	if (prl_failed(pt))
+		return;		/* nothing commits any more */
+	if (!prl_meta_clean(pt->meta)) {
 		spin_lock_irq(&pt->lock);
 		pt->commit_requested = true;
 		spin_unlock_irq(&pt->lock);
@@ -814,6 +980,7 @@ static void prl_waker(struct work_struct *ws)
 static void prl_postsuspend(struct dm_target *ti)
 {
 	struct prl_target *pt = ti->private;
+	int r;
 
 	if (!pt->writable)
 		return;
@@ -821,28 +988,92 @@ static void prl_postsuspend(struct dm_target *ti)
 	/* A commit message waits, so this is the only committer. */
 	mutex_lock(&pt->suspend_lock);
 	flush_workqueue(pt->wq);
-	if (READ_ONCE(pt->state) == PRL_STATE_ERROR)
+	if (prl_failed(pt))
 		goto out;
 	/* A bitmap changed by messages alone is stored too, image opened. */
 	if (!pt->open && !prl_cbt_dirty(&pt->cbt))
 		goto out;
-	if ((!pt->open && prl_meta_set_in_use(&pt->meta, true)) ||
-	    prl_commit(pt) || prl_cbt_store(&pt->cbt, &pt->meta) ||
-	    prl_meta_set_in_use(&pt->meta, false)) {
-		prl_set_error(pt);
+	if (!pt->open && prl_open_image(pt) < 0)
+		goto out;
+	if (prl_commit(pt) < 0)
+		goto out;
+	r = prl_cbt_store(&pt->cbt, pt->meta);
+	if (r) {
+		prl_set_error(pt, "cbt_store", r);
 		goto out;
 	}
+	prl_meta_set_in_use(pt->meta, false);
+	if (prl_commit(pt) < 0)
+		goto out;
 	/* The next write after a resume opens the image again. */
 	WRITE_ONCE(pt->open, false);
 out:
 	mutex_unlock(&pt->suspend_lock);
 }
 
+/*
+ * Before this table goes live.  One loaded over a live table of the same
+ * device (dmsetup reload) read the image while that table still wrote it;
+ * that one is suspended now, its changes committed and the image closed,
+ * so read the header, BAT and bitmap again.  Also take what a grown image
+ * device offers.
+ */
+static int prl_preresume(struct dm_target *ti)
+{
+	struct prl_target *pt = ti->private;
+	const char *dev = dm_table_device_name(ti->table);
+	unsigned int noio;
+	char *why = NULL;
+	int r;
+
+	if (!pt->refresh) {
+		if (pt->writable)
+			prl_meta_grow(pt->meta);
+		return 0;
+	}
+	/* The device is suspended: reclaim must not write to it. */
+	noio = memalloc_noio_save();
+	r = prl_meta_refresh(pt->meta, &why);
+	if (!r && pt->writable)
+		r = prl_check_len(pt, &why);
+	if (!r && pt->writable &&
+	    pt->g->in_use == PRL_IN_USE_OPEN && !pt->ignore_in_use) {
+		if (prl_predecessor_open(pt)) {
+			/* It failed to close: take over, as after a crash. */
+			DMWARN("%s: taking over the image the old table left open",
+			       dev);
+		} else {
+			why = "Image in use or not closed cleanly (see ignore_in_use)";
+			r = -EBUSY;
+		}
+	}
+	if (!r && pt->writable) {
+		prl_cbt_release(&pt->cbt);
+		memset(&pt->cbt, 0, sizeof(pt->cbt));
+		r = prl_cbt_load(&pt->cbt, pt->meta,
+				 pt->cbt_arg || pt->cbt_granularity,
+				 pt->cbt_granularity ?: PRL_CBT_DEFAULT_GRANULARITY,
+				 &why);
+	}
+	memalloc_noio_restore(noio);
+	if (r) {
+		DMERR("%s: cannot resume: %s", dev, why);
+		if (pt->writable)
+			prl_set_error(pt, "refresh", r);
+		return r;
+	}
+	if (!pt->writable)
+		pt->state = pt->g->in_use == PRL_IN_USE_OPEN ?
+			    PRL_STATE_NEEDS_CHECK : PRL_STATE_RO;
+	pt->refresh = false;
+	return 0;
+}
+
 static void prl_resume(struct dm_target *ti)
 {
 	struct prl_target *pt = ti->private;
 
-	if (pt->writable)
+	if (pt->writable && !prl_failed(pt))
 		queue_delayed_work(pt->wq, &pt->waker,
 				   msecs_to_jiffies(pt->commit_interval_ms));
 }
@@ -866,9 +1097,11 @@ static int prl_cbt_message(struct prl_target *pt, unsigned int argc,
 			DMWARN("%s: cbt start: bad granularity %s", dev, argv[1]);
 			return -EINVAL;
 		}
-		r = prl_cbt_start(&pt->cbt, &pt->meta, gran);
+		r = prl_cbt_start(&pt->cbt, pt->meta, gran);
 		if (r == -EEXIST)
 			DMWARN("%s: cbt start: already tracking (cbt stop first)", dev);
+		else if (r == -EOPNOTSUPP)
+			DMWARN("%s: cbt start: clusters over 64 MiB are not supported", dev);
 		return r;
 	}
 	if (argc == 1 && !strcasecmp(argv[0], "stop")) {
@@ -903,12 +1136,13 @@ static int prl_message(struct dm_target *ti, unsigned int argc, char **argv,
 		mutex_lock(&pt->suspend_lock);
 		spin_lock_irq(&pt->lock);
 		pt->commit_requested = true;
+		pt->flush_requested = true;
 		pt->cbt_store_requested = true;
 		spin_unlock_irq(&pt->lock);
 		queue_work(pt->wq, &pt->worker);
 		flush_work(&pt->worker);
 		mutex_unlock(&pt->suspend_lock);
-		return READ_ONCE(pt->state) == PRL_STATE_ERROR ? -EIO : 0;
+		return prl_failed(pt) ? -EIO : 0;
 	}
 	if (argc >= 2 && !strcasecmp(argv[0], "cbt"))
 		return prl_cbt_message(pt, argc - 1, argv + 1);
@@ -922,22 +1156,27 @@ static void prl_status(struct dm_target *ti, status_type_t type,
 		       unsigned int maxlen)
 {
 	struct prl_target *pt = ti->private;
-	struct prl_meta *pm = &pt->meta;
+	struct prl_meta *pm = pt->meta;
 	unsigned int sz = 0, nr_opts;
 	u64 dirty, total;
 
 	switch (type) {
 	case STATUSTYPE_INFO:
 		/* DESIGN's fixed fields, then what this version adds. */
-		DMEMIT("%u/%u %u %llu %s ", READ_ONCE(pm->allocated),
-		       pm->geom.bat_entries, pm->geom.cluster_sectors,
-		       (unsigned long long)READ_ONCE(pm->image_end),
+		DMEMIT("%u/%u %u %llu %s ", prl_meta_allocated(pm),
+		       pt->g->bat_entries, pt->g->cluster_sectors,
+		       (unsigned long long)prl_meta_image_end(pm),
 		       prl_state_names[READ_ONCE(pt->state)]);
 		if (pt->writable && prl_cbt_count(&pt->cbt, &dirty, &total))
 			DMEMIT("%llu/%llu", dirty, total);
 		else
 			DMEMIT("-");
 		DMEMIT(" %llu", READ_ONCE(pt->nospc));
+		/* Why the state is error: what failed, and its errno. */
+		if (smp_load_acquire(&pt->state) == PRL_STATE_ERROR)
+			DMEMIT(" %s:%d", pt->error_op, pt->error_errno);
+		else
+			DMEMIT(" -");
 		break;
 	case STATUSTYPE_TABLE:
 		DMEMIT("%s %s", pt->image->name,
@@ -969,21 +1208,30 @@ static int prl_iterate_devices(struct dm_target *ti,
 			       iterate_devices_callout_fn fn, void *data)
 {
 	struct prl_target *pt = ti->private;
-	int r;
 
-	/* The image is addressed by BAT, not by target offset: use its size. */
-	r = fn(ti, pt->image, 0, bdev_nr_sectors(pt->image->bdev), data);
-	if (!r && pt->lower)
-		r = fn(ti, pt->lower, 0, pt->lower_sectors, data);
-	return r;
+	/*
+	 * The image is addressed by BAT, not by target offset: use its size.
+	 * The lower device is only read (like dm-thin's external origin): it
+	 * is left out, so that what it cannot do (write-zeroes, as a read-only
+	 * table) is not taken from this one; io_hints takes its block size.
+	 */
+	return fn(ti, pt->image, 0, bdev_nr_sectors(pt->image->bdev), data);
 }
 
 static void prl_io_hints(struct dm_target *ti, struct queue_limits *limits)
 {
 	struct prl_target *pt = ti->private;
 
-	unsigned int cs = pt->meta.geom.cluster_sectors;
+	unsigned int cs = pt->g->cluster_sectors;
 
+	if (pt->lower) {
+		struct block_device *lb = pt->lower->bdev;
+
+		limits->logical_block_size = max(limits->logical_block_size,
+						 bdev_logical_block_size(lb));
+		limits->physical_block_size = max(limits->physical_block_size,
+						  bdev_physical_block_size(lb));
+	}
 	/* Whole-cluster writes need no fill. */
 	limits->io_opt = cs << SECTOR_SHIFT;
 	if (pt->writable && !pt->no_discard) {
@@ -997,12 +1245,13 @@ static void prl_io_hints(struct dm_target *ti, struct queue_limits *limits)
 
 static struct target_type prl_target_type = {
 	.name = "parallels",
-	.version = {0, 4, 0},
+	.version = {0, 5, 0},
 	.module = THIS_MODULE,
 	.ctr = prl_ctr,
 	.dtr = prl_dtr,
 	.map = prl_map,
 	.postsuspend = prl_postsuspend,
+	.preresume = prl_preresume,
 	.resume = prl_resume,
 	.message = prl_message,
 	.status = prl_status,

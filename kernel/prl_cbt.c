@@ -25,7 +25,7 @@
 
 static u64 prl_cbt_bytes(const struct prl_meta *pm)
 {
-	return (u64)pm->geom.cluster_sectors << SECTOR_SHIFT;
+	return (u64)prl_meta_geom(pm)->cluster_sectors << SECTOR_SHIFT;
 }
 
 static struct prl_cbt_map *prl_cbt_map_alloc(u64 nb_sectors, u32 granularity)
@@ -63,7 +63,7 @@ static void prl_cbt_swap(struct prl_cbt *c, struct prl_cbt_map *m)
 /* L1 entries (one per bitmap cluster) of @m, QEMU's way. */
 static u32 prl_cbt_l1_size(const struct prl_meta *pm, const struct prl_cbt_map *m)
 {
-	return prl_bitmap_l1_size(pm->geom.nb_sectors, 1U << m->shift,
+	return prl_bitmap_l1_size(prl_meta_geom(pm)->nb_sectors, 1U << m->shift,
 				  prl_cbt_bytes(pm));
 }
 
@@ -126,7 +126,7 @@ static int prl_cbt_read_cluster(struct prl_meta *pm, struct prl_cbt_map *m,
 			prl_cbt_set_word(m, w, ~0ULL);
 		return 0;
 	}
-	r = prl_meta_io(pm, REQ_OP_READ, tmp, entry, pm->geom.cluster_sectors);
+	r = prl_meta_io(pm, REQ_OP_READ, tmp, entry, prl_meta_geom(pm)->cluster_sectors);
 	if (r)
 		return r;
 	for (w = first; w < min(first + per, prl_cbt_words(m)); w++)
@@ -154,24 +154,20 @@ static int prl_cbt_load_bitmap(struct prl_cbt *c, struct prl_meta *pm,
 	const char *why;
 	struct prl_cbt_map *m;
 	__le64 *tmp = NULL;
-	u64 *scratch, end;
+	sector_t end;
 	u32 i;
 	int r;
 
-	scratch = kvmalloc_array((size_t)pm->allocated + 1 + bm->l1_size,
-				 sizeof(*scratch), GFP_KERNEL);
-	if (!scratch)
-		return -ENOMEM;
-	r = prl_check_l1(&pm->geom, pm->bat, l1, bm->l1_size, pm->dev_sectors,
-			 scratch, &end, &why);
-	kvfree(scratch);
+	r = prl_meta_check_l1(pm, l1, bm->l1_size, &end, &why);
+	if (r == -ENOMEM)
+		return r;
 	if (r) {
-		DMWARN("dirty bitmap dropped: %s", why);
+		DMWARN("%s: dirty bitmap dropped: %s", prl_meta_name(pm), why);
 		return 0;
 	}
-	m = prl_cbt_map_alloc(pm->geom.nb_sectors, bm->granularity);
+	m = prl_cbt_map_alloc(prl_meta_geom(pm)->nb_sectors, bm->granularity);
 	if (!m) {
-		DMWARN("dirty bitmap dropped: too large to keep in memory");
+		DMWARN("%s: dirty bitmap dropped: too large to keep in memory", prl_meta_name(pm));
 		return 0;
 	}
 	r = prl_cbt_size_clusters(c, pm, m);
@@ -184,9 +180,9 @@ static int prl_cbt_load_bitmap(struct prl_cbt *c, struct prl_meta *pm,
 			c->clusters[i] = le64_to_cpu(l1[i]);
 	memcpy(c->id, bm->id, sizeof(c->id));
 
-	if (pm->geom.in_use != PRL_IN_USE_CLOSED) {
-		DMWARN("dirty bitmap %pUb was not closed cleanly: every block counts as changed",
-		       c->id);
+	if (prl_meta_geom(pm)->in_use != PRL_IN_USE_CLOSED) {
+		DMWARN("%s: dirty bitmap %pUb not closed cleanly: every block counts as changed",
+		       prl_meta_name(pm), c->id);
 		bitmap_fill(m->bits, m->nr_bits);
 		goto done;
 	}
@@ -207,24 +203,35 @@ fail:
 	return r;
 }
 
+/*
+ * The buffers a store needs, allocated while the device runs: a store at
+ * suspend must not fail for want of memory (nor wait for reclaim I/O to
+ * the suspended device).  Clusters too big for them never get a store.
+ */
+static int prl_cbt_buffers(struct prl_cbt *c, const struct prl_meta *pm)
+{
+	u64 cb = prl_cbt_bytes(pm);
+
+	if (cb > PRL_CBT_MAX_CLUSTER)
+		return -EOPNOTSUPP;
+	if (!c->ext_buf)
+		c->ext_buf = vmalloc(cb);
+	if (!c->tmp_buf)
+		c->tmp_buf = vmalloc(cb);
+	return c->ext_buf && c->tmp_buf ? 0 : -ENOMEM;
+}
+
 /* Keep the unknown TRANSIT features, as they are, for the next store. */
-static int prl_cbt_keep_transit(struct prl_cbt *c, const void *ext,
+static int prl_cbt_keep_transit(struct prl_cbt *c, const void *ext, u32 len,
 				const struct prl_ext_info *info)
 {
-	u32 i, len = 0;
-
-	for (i = 0; i < info->nr_transit; i++)
-		len += info->transit_len[i];
-	if (!len)
+	if (!info->transit_bytes)
 		return 0;
-	c->transit = kvmalloc(len, GFP_KERNEL);
+	c->transit = kvmalloc(info->transit_bytes, GFP_KERNEL);
 	if (!c->transit)
 		return -ENOMEM;
-	for (i = 0; i < info->nr_transit; i++) {
-		memcpy(c->transit + c->transit_len, ext + info->transit_pos[i],
-		       info->transit_len[i]);
-		c->transit_len += info->transit_len[i];
-	}
+	prl_ext_copy_transit(ext, len, c->transit);
+	c->transit_len = info->transit_bytes;
 	return 0;
 }
 
@@ -239,23 +246,25 @@ static int prl_cbt_read_ext(struct prl_cbt *c, struct prl_meta *pm,
 	void *ext;
 	int r;
 
+	/* Its cluster is ours, whatever it holds. */
+	c->ext_sector = prl_meta_geom(pm)->ext_off;
 	if (cb > PRL_CBT_MAX_CLUSTER) {
-		*error = "Format extensions in clusters over 64 MiB are not supported";
-		return -EINVAL;
+		/* Stale once written, and not kept: the first store drops it. */
+		DMWARN("%s: format extension dropped: clusters over 64 MiB are not kept",
+		       prl_meta_name(pm));
+		return 0;
 	}
 	ext = vmalloc(cb);
 	if (!ext) {
 		*error = "Cannot allocate memory for the format extension";
 		return -ENOMEM;
 	}
-	r = prl_meta_io(pm, REQ_OP_READ, ext, pm->geom.ext_off,
-			pm->geom.cluster_sectors);
+	r = prl_meta_io(pm, REQ_OP_READ, ext, prl_meta_geom(pm)->ext_off,
+			prl_meta_geom(pm)->cluster_sectors);
 	if (r) {
 		*error = "Cannot read the format extension";
 		goto out;
 	}
-	/* Its cluster is ours, whatever it holds. */
-	c->ext_sector = pm->geom.ext_off;
 	eh = ext;
 	r = crypto_shash_tfm_digest(c->md5, ext + sizeof(*eh), cb - sizeof(*eh),
 				    md5);
@@ -264,15 +273,15 @@ static int prl_cbt_read_ext(struct prl_cbt *c, struct prl_meta *pm,
 		goto out;
 	}
 	if (le64_to_cpu(eh->magic) != PRL_EXT_MAGIC) {
-		DMWARN("format extension dropped: bad magic");
+		DMWARN("%s: format extension dropped: bad magic", prl_meta_name(pm));
 		goto out;
 	}
 	if (memcmp(md5, eh->md5, sizeof(md5))) {
-		DMWARN("format extension dropped: MD5 mismatch");
+		DMWARN("%s: format extension dropped: MD5 mismatch", prl_meta_name(pm));
 		goto out;
 	}
-	if (prl_parse_ext(ext, cb, &pm->geom, &info, &why)) {
-		DMWARN("format extension dropped: %s", why);
+	if (prl_parse_ext(ext, cb, prl_meta_geom(pm), &info, &why)) {
+		DMWARN("%s: format extension dropped: %s", prl_meta_name(pm), why);
 		goto out;
 	}
 	if (info.necessary) {
@@ -281,9 +290,9 @@ static int prl_cbt_read_ext(struct prl_cbt *c, struct prl_meta *pm,
 		goto out;
 	}
 	if (info.nr_dropped)
-		DMINFO("dropping %u format extension feature(s) (unknown or unusable)",
-		       info.nr_dropped);
-	r = prl_cbt_keep_transit(c, ext, &info);
+		DMINFO("%s: dropping %u format extension feature(s) (unknown or unusable)",
+		       prl_meta_name(pm), info.nr_dropped);
+	r = prl_cbt_keep_transit(c, ext, cb, &info);
 	if (!r && info.nr_bitmaps)
 		r = prl_cbt_load_bitmap(c, pm, ext, &info.bitmap);
 	if (r)
@@ -299,7 +308,7 @@ int prl_cbt_load(struct prl_cbt *c, struct prl_meta *pm, bool want,
 	int r = 0;
 
 	mutex_init(&c->lock);
-	if (!pm->geom.ext_off && !want)
+	if (!prl_meta_geom(pm)->ext_off && !want)
 		return 0;
 	c->md5 = crypto_alloc_shash("md5", 0, 0);
 	if (IS_ERR(c->md5)) {
@@ -309,7 +318,14 @@ int prl_cbt_load(struct prl_cbt *c, struct prl_meta *pm, bool want,
 		return r;
 	}
 	mutex_lock(&c->lock);
-	if (pm->geom.ext_off)
+	r = prl_cbt_buffers(c, pm);
+	if (r == -EOPNOTSUPP && !want)
+		r = 0;		/* an extension we cannot keep: dropped */
+	if (r)
+		*error = r == -ENOMEM ?
+			 "Cannot allocate memory for the format extension" :
+			 "Changed block tracking needs clusters of at most 64 MiB";
+	else if (prl_meta_geom(pm)->ext_off)
 		r = prl_cbt_read_ext(c, pm, error);
 	mutex_unlock(&c->lock);
 	if (!r && want && !rcu_access_pointer(c->map)) {
@@ -331,6 +347,8 @@ void prl_cbt_release(struct prl_cbt *c)
 	kvfree(m);
 	kvfree(c->clusters);
 	kvfree(c->transit);
+	vfree(c->ext_buf);
+	vfree(c->tmp_buf);
 	if (c->md5)
 		crypto_free_shash(c->md5);
 }
@@ -367,14 +385,12 @@ static int prl_cbt_store_bitmap(struct prl_cbt *c, struct prl_meta *pm,
 
 	fh->magic = cpu_to_le64(PRL_EXT_DIRTY_BITMAP);
 	fh->data_size = cpu_to_le32(sizeof(*bh) + c->l1_size * 8);
-	bh->size = cpu_to_le64(pm->geom.nb_sectors);
+	bh->size = cpu_to_le64(prl_meta_geom(pm)->nb_sectors);
 	memcpy(bh->id, c->id, sizeof(bh->id));
 	bh->granularity = cpu_to_le32(1U << m->shift);
 	bh->l1_size = cpu_to_le32(c->l1_size);
 
-	tmp = vmalloc(prl_cbt_bytes(pm));
-	if (!tmp)
-		return -ENOMEM;
+	tmp = c->tmp_buf;
 	for (i = 0; i < c->l1_size && !r; i++) {
 		any = prl_cbt_serialize(pm, m, i, tmp, &all_set);
 		if (!c->clusters[i] && (!any || all_set)) {
@@ -388,10 +404,9 @@ static int prl_cbt_store_bitmap(struct prl_cbt *c, struct prl_meta *pm,
 			c->clusters[i] = s;
 		}
 		r = prl_meta_io(pm, REQ_OP_WRITE, tmp, c->clusters[i],
-				pm->geom.cluster_sectors);
+				prl_meta_geom(pm)->cluster_sectors);
 		l1[i] = cpu_to_le64(c->clusters[i]);
 	}
-	vfree(tmp);
 	return r;
 }
 
@@ -411,7 +426,7 @@ int prl_cbt_store(struct prl_cbt *c, struct prl_meta *pm)
 	mutex_lock(&c->lock);
 	m = rcu_dereference_protected(c->map, lockdep_is_held(&c->lock));
 	if (!m && !c->transit_len) {
-		if (pm->geom.ext_off)
+		if (prl_meta_geom(pm)->ext_off)
 			prl_meta_set_ext(pm, 0);
 		goto done;
 	}
@@ -420,20 +435,18 @@ int prl_cbt_store(struct prl_cbt *c, struct prl_meta *pm)
 		need += sizeof(struct prl_ext_feature) +
 			sizeof(struct prl_ext_dirty_bitmap) + c->l1_size * 8;
 	if (cb > PRL_CBT_MAX_CLUSTER || need > cb) {
-		DMWARN("format extension dropped: it does not fit its cluster");
+		DMWARN("%s: format extension dropped: it does not fit its cluster",
+		       prl_meta_name(pm));
 		prl_meta_set_ext(pm, 0);
 		goto done;
 	}
-	/* No memory: the image stays open, so the bitmap is not trusted. */
-	ext = vzalloc(cb);
-	if (!ext) {
-		r = -ENOMEM;
-		goto out;
-	}
+	ext = c->ext_buf;
+	memset(ext, 0, cb);
 	if (m) {
 		r = prl_cbt_store_bitmap(c, pm, m, ext, pos);
 		if (r == -ENOSPC) {
-			DMWARN("dirty bitmap dropped: no room for its clusters");
+			DMWARN("%s: dirty bitmap dropped: no room for its clusters",
+			       prl_meta_name(pm));
 			prl_meta_set_ext(pm, 0);
 			r = 0;
 			goto done;
@@ -466,21 +479,20 @@ int prl_cbt_store(struct prl_cbt *c, struct prl_meta *pm)
 		}
 	}
 	if (r == -ENOSPC) {
-		DMWARN("format extension dropped: no room for its cluster");
+		DMWARN("%s: format extension dropped: no room for its cluster", prl_meta_name(pm));
 		prl_meta_set_ext(pm, 0);
 		r = 0;
 		goto done;
 	}
 	if (!r)
 		r = prl_meta_io(pm, REQ_OP_WRITE, ext, c->ext_sector,
-				pm->geom.cluster_sectors);
+				prl_meta_geom(pm)->cluster_sectors);
 	if (r)
 		goto out;
 	prl_meta_set_ext(pm, c->ext_sector);
 done:
 	WRITE_ONCE(c->changed, false);
 out:
-	vfree(ext);
 	mutex_unlock(&c->lock);
 	memalloc_noio_restore(noio);
 	return r;
@@ -522,8 +534,11 @@ int prl_cbt_start(struct prl_cbt *c, struct prl_meta *pm, u32 granularity)
 	r = -EEXIST;
 	if (rcu_access_pointer(c->map))
 		goto out;
+	r = prl_cbt_buffers(c, pm);
+	if (r)
+		goto out;
 	r = -ENOMEM;
-	m = prl_cbt_map_alloc(pm->geom.nb_sectors, granularity);
+	m = prl_cbt_map_alloc(prl_meta_geom(pm)->nb_sectors, granularity);
 	if (!m)
 		goto out;
 	r = prl_cbt_size_clusters(c, pm, m);

@@ -48,6 +48,9 @@ struct prl_cbt {
 	u32 transit_len;
 	bool changed;			/* differs from the image: store it */
 	struct crypto_shash *md5;
+	/* For prl_cbt_store(), which runs at suspend: allocated before. */
+	void *ext_buf;			/* the extension cluster */
+	void *tmp_buf;			/* one bitmap cluster */
 };
 
 /*

@@ -335,15 +335,36 @@ int prl_parse_ext(const void *buf, __u32 len, const struct prl_geom *g,
 				info->nr_dropped++;
 		} else if (flags & PRL_EXT_FLAG_NECESSARY) {
 			info->necessary++;
-		} else if ((flags & PRL_EXT_FLAG_TRANSIT) &&
-			   info->nr_transit < PRL_EXT_MAX_TRANSIT) {
-			info->transit_pos[info->nr_transit] = pos;
-			info->transit_len[info->nr_transit++] =
-				sizeof(fh) + padded;
+		} else if (flags & PRL_EXT_FLAG_TRANSIT) {
+			info->nr_transit++;
+			info->transit_bytes += sizeof(fh) + padded;
 		} else {
 			info->nr_dropped++;
 		}
 		pos += sizeof(fh) + padded;
+	}
+}
+
+void prl_ext_copy_transit(const void *buf, __u32 len, void *out)
+{
+	const __u8 *p = buf;
+	__u8 *o = out;
+	struct prl_ext_feature fh;
+	__u32 pos = sizeof(struct prl_ext_header), n;
+
+	/* prl_parse_ext() found the end marker inside @len. */
+	while (len - pos >= sizeof(fh)) {
+		memcpy(&fh, p + pos, sizeof(fh));
+		if (prl_le64(fh.magic) == PRL_EXT_END)
+			return;
+		n = sizeof(fh) + ((prl_le32(fh.data_size) + 7) & ~7U);
+		if (prl_le64(fh.magic) != PRL_EXT_DIRTY_BITMAP &&
+		    !(prl_le64(fh.flags) & PRL_EXT_FLAG_NECESSARY) &&
+		    (prl_le64(fh.flags) & PRL_EXT_FLAG_TRANSIT)) {
+			memcpy(o, p + pos, n);
+			o += n;
+		}
+		pos += n;
 	}
 }
 

@@ -177,15 +177,12 @@ struct prl_ext_bitmap {
 	__u32	l1_pos;		/* byte offset of its __le64 L1 table */
 };
 
-#define PRL_EXT_MAX_TRANSIT	8
-
 /* What prl_parse_ext() found; only the first valid bitmap is described. */
 struct prl_ext_info {
 	__u32	nr_bitmaps;
 	struct prl_ext_bitmap bitmap;
 	__u32	nr_transit;	/* unknown TRANSIT features, kept as they are */
-	__u32	transit_pos[PRL_EXT_MAX_TRANSIT];	/* feature header */
-	__u32	transit_len[PRL_EXT_MAX_TRANSIT];	/* header + padded data */
+	__u32	transit_bytes;	/* their headers and padded data, in all */
 	__u32	nr_dropped;	/* unknown plain features, bad or extra bitmaps */
 	__u32	necessary;	/* unknown NECESSARY features: change nothing */
 };
@@ -208,6 +205,13 @@ __u64 prl_bitmap_l1_size(__u64 nb_sectors, __u32 granularity,
  */
 int prl_parse_ext(const void *buf, __u32 len, const struct prl_geom *g,
 		  struct prl_ext_info *info, const char **why);
+
+/*
+ * prl_ext_copy_transit - copy the unknown TRANSIT features (headers and
+ * padded data, in order) of an extension that prl_parse_ext() accepted to
+ * @out, which holds its info->transit_bytes.
+ */
+void prl_ext_copy_transit(const void *buf, __u32 len, void *out);
 
 /*
  * prl_check_l1 - check the clusters a dirty bitmap's L1 table points at

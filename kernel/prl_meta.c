@@ -14,6 +14,29 @@
 
 #define DM_MSG_PREFIX "parallels"
 
+struct prl_meta {
+	const char *name;	/* the dm device, for log lines */
+	struct block_device *bdev;
+	struct dm_io_client *io;
+	struct prl_geom geom;
+
+	void *buf;		/* header + BAT, as on disk */
+	__le32 *bat;		/* points into buf */
+	void *commit_buf;	/* the blocks being written by a commit (rw only) */
+	unsigned int block_sectors;
+	unsigned int nr_blocks;
+	sector_t meta_sectors;	/* header + BAT, in whole blocks */
+
+	spinlock_t lock;	/* buf, dirty, dirty_gen, allocated */
+	unsigned long *dirty;	/* blocks changed since the last cut */
+	unsigned long *writing;	/* blocks of the commit in progress */
+	u64 dirty_gen;		/* bumped by every change */
+	u64 committed_gen;	/* dirty_gen that the last commit covered */
+	u32 allocated;
+	sector_t dev_sectors;
+	sector_t image_end;	/* first sector after the last used cluster */
+};
+
 int prl_meta_io(struct prl_meta *pm, blk_opf_t opf, void *buf,
 		sector_t sector, sector_t count)
 {
@@ -37,36 +60,73 @@ int prl_meta_io(struct prl_meta *pm, blk_opf_t opf, void *buf,
 #endif
 }
 
-static void prl_meta_log_bat_error(const struct prl_bat_err *err,
+static void prl_meta_log_bat_error(const struct prl_meta *pm,
+				   const struct prl_bat_err *err,
 				   const char *why)
 {
 	if (err->entry == PRL_ENTRY_EXT)
-		DMERR("%s: format extension at sector %llu", why, err->value);
-	else if (err->other == PRL_ENTRY_EXT || !err->other)
-		DMERR("%s: BAT entry %u (sector %llu)", why, err->entry,
+		DMERR("%s: %s: format extension at sector %llu", pm->name, why,
 		      err->value);
+	else if (err->other == PRL_ENTRY_EXT || !err->other)
+		DMERR("%s: %s: BAT entry %u (sector %llu)", pm->name, why,
+		      err->entry, err->value);
 	else
-		DMERR("%s: BAT entries %u and %u (sector %llu)", why,
-		      err->entry, err->other, err->value);
+		DMERR("%s: %s: BAT entries %u and %u (sector %llu)", pm->name,
+		      why, err->entry, err->other, err->value);
+}
+
+/* Read the BAT and check it: allocated count and image end from it. */
+static int prl_meta_read_bat(struct prl_meta *pm, sector_t meta_sectors,
+			     char **error)
+{
+	struct prl_geom *g = &pm->geom;
+	struct prl_bat_err err = {};
+	const char *why;
+	u64 *scratch;
+	u32 allocated;
+	u64 end;
+	int r;
+
+	r = prl_meta_io(pm, REQ_OP_READ, pm->buf, 0, meta_sectors);
+	if (r) {
+		*error = "Cannot read the BAT";
+		return r;
+	}
+	allocated = prl_count_allocated(g, pm->bat);
+	scratch = kvmalloc_array((size_t)allocated + 1, sizeof(*scratch),
+				 GFP_KERNEL);
+	if (!scratch) {
+		*error = "Cannot allocate memory to check the BAT";
+		return -ENOMEM;
+	}
+	r = prl_check_bat(g, pm->bat, pm->dev_sectors, scratch, &end, &err,
+			  &why);
+	kvfree(scratch);
+	if (r) {
+		prl_meta_log_bat_error(pm, &err, why);
+		*error = (char *)why;
+		return r;
+	}
+	pm->allocated = allocated;
+	pm->image_end = end;
+	return 0;
 }
 
 /*
  * Read and check the header and the BAT.  On failure *error says what is
  * wrong; the kernel log also names the BAT entry where there is one.
  */
-int prl_meta_load(struct prl_meta *pm, struct block_device *bdev,
-		  struct dm_io_client *io, bool writable, char **error)
+static int prl_meta_load(struct prl_meta *pm, const char *name,
+			 struct block_device *bdev, struct dm_io_client *io,
+			 bool writable, char **error)
 {
 	struct prl_geom *g = &pm->geom;
 	unsigned int lbs = bdev_logical_block_size(bdev);
-	struct prl_bat_err err = {};
-	sector_t meta_sectors;
 	const char *why;
-	u64 *scratch;
-	u64 end;
 	int r;
 
 	spin_lock_init(&pm->lock);
+	pm->name = name;
 	pm->bdev = bdev;
 	pm->io = io;
 	pm->dev_sectors = bdev_nr_sectors(bdev);
@@ -99,15 +159,15 @@ int prl_meta_load(struct prl_meta *pm, struct block_device *bdev,
 	}
 
 	/* Header and BAT in whole blocks: the rounding stays below data_off. */
-	meta_sectors = round_up(DIV_ROUND_UP_ULL(g->meta_bytes, SECTOR_SIZE),
-				pm->block_sectors);
-	pm->nr_blocks = meta_sectors / pm->block_sectors;
+	pm->meta_sectors = round_up(DIV_ROUND_UP_ULL(g->meta_bytes, SECTOR_SIZE),
+				    pm->block_sectors);
+	pm->nr_blocks = pm->meta_sectors / pm->block_sectors;
 	vfree(pm->buf);
-	pm->buf = vmalloc(meta_sectors << SECTOR_SHIFT);
+	pm->buf = vmalloc(pm->meta_sectors << SECTOR_SHIFT);
 	pm->dirty = bitmap_zalloc(pm->nr_blocks, GFP_KERNEL);
 	if (writable) {
 		/* Only commits need a second copy of the BAT. */
-		pm->commit_buf = vmalloc(meta_sectors << SECTOR_SHIFT);
+		pm->commit_buf = vmalloc(pm->meta_sectors << SECTOR_SHIFT);
 		pm->writing = bitmap_zalloc(pm->nr_blocks, GFP_KERNEL);
 	}
 	if (!pm->buf || !pm->dirty ||
@@ -116,37 +176,143 @@ int prl_meta_load(struct prl_meta *pm, struct block_device *bdev,
 		return -ENOMEM;
 	}
 	pm->bat = pm->buf + PRL_HEADER_SIZE;
-	r = prl_meta_io(pm, REQ_OP_READ, pm->buf, 0, meta_sectors);
+	return prl_meta_read_bat(pm, pm->meta_sectors, error);
+}
+
+/*
+ * Read the header and BAT again, as another table left them (see
+ * prl_meta.h).  The layout must be the one prl_meta_load() sized for.
+ */
+int prl_meta_refresh(struct prl_meta *pm, char **error)
+{
+	struct prl_geom g;
+	const char *why;
+	int r;
+
+	pm->dev_sectors = bdev_nr_sectors(pm->bdev);
+	r = prl_meta_io(pm, REQ_OP_READ, pm->buf, 0, pm->block_sectors);
 	if (r) {
-		*error = "Cannot read the BAT";
+		*error = "Cannot read the image header";
 		return r;
 	}
-
-	pm->allocated = prl_count_allocated(g, pm->bat);
-	scratch = kvmalloc_array((size_t)pm->allocated + 1, sizeof(*scratch),
-				 GFP_KERNEL);
-	if (!scratch) {
-		*error = "Cannot allocate memory to check the BAT";
-		return -ENOMEM;
-	}
-	r = prl_check_bat(g, pm->bat, pm->dev_sectors, scratch, &end, &err,
-			  &why);
-	kvfree(scratch);
+	r = prl_parse_header(pm->buf, pm->dev_sectors, &g, &why);
 	if (r) {
-		prl_meta_log_bat_error(&err, why);
 		*error = (char *)why;
 		return r;
 	}
-	pm->image_end = end;
+	if (g.cluster_sectors != pm->geom.cluster_sectors ||
+	    g.bat_entries != pm->geom.bat_entries ||
+	    g.data_off != pm->geom.data_off || g.off_mult != pm->geom.off_mult ||
+	    g.nb_sectors != pm->geom.nb_sectors) {
+		*error = "The image's layout changed since the table was loaded";
+		return -EINVAL;
+	}
+	pm->geom = g;
+	r = prl_meta_read_bat(pm, pm->meta_sectors, error);
+	if (r)
+		return r;
+	bitmap_zero(pm->dirty, pm->nr_blocks);
+	pm->committed_gen = pm->dirty_gen;
 	return 0;
 }
 
-void prl_meta_release(struct prl_meta *pm)
+void prl_meta_grow(struct prl_meta *pm)
 {
+	sector_t now = bdev_nr_sectors(pm->bdev);
+
+	spin_lock_irq(&pm->lock);
+	/* A device that shrank below the data would fail writes, not corrupt. */
+	if (now > pm->dev_sectors)
+		pm->dev_sectors = now;
+	spin_unlock_irq(&pm->lock);
+}
+
+int prl_meta_create(struct prl_meta **pmp, const char *name,
+		    struct block_device *bdev, struct dm_io_client *io,
+		    bool writable, char **error)
+{
+	struct prl_meta *pm = kzalloc(sizeof(*pm), GFP_KERNEL);
+	int r;
+
+	if (!pm) {
+		*error = "Cannot allocate memory for the metadata";
+		return -ENOMEM;
+	}
+	r = prl_meta_load(pm, name, bdev, io, writable, error);
+	if (r) {
+		prl_meta_destroy(pm);
+		return r;
+	}
+	*pmp = pm;
+	return 0;
+}
+
+void prl_meta_destroy(struct prl_meta *pm)
+{
+	if (!pm)
+		return;
 	bitmap_free(pm->writing);
 	bitmap_free(pm->dirty);
 	vfree(pm->commit_buf);
 	vfree(pm->buf);
+	kfree(pm);
+}
+
+const struct prl_geom *prl_meta_geom(const struct prl_meta *pm)
+{
+	return &pm->geom;
+}
+
+const char *prl_meta_name(const struct prl_meta *pm)
+{
+	return pm->name;
+}
+
+u32 prl_meta_allocated(struct prl_meta *pm)
+{
+	return READ_ONCE(pm->allocated);
+}
+
+sector_t prl_meta_image_end(struct prl_meta *pm)
+{
+	return READ_ONCE(pm->image_end);
+}
+
+u32 prl_meta_entry(struct prl_meta *pm, sector_t cluster)
+{
+	return le32_to_cpu(READ_ONCE(pm->bat[cluster]));
+}
+
+bool prl_meta_clean(struct prl_meta *pm)
+{
+	return READ_ONCE(pm->committed_gen) == READ_ONCE(pm->dirty_gen);
+}
+
+u32 prl_meta_entry_clean(struct prl_meta *pm, sector_t cluster, bool *clean)
+{
+	u32 entry = prl_meta_entry(pm, cluster);
+
+	smp_rmb();	/* pairs with smp_wmb() in prl_meta_set_entry() */
+	*clean = prl_meta_clean(pm);
+	return entry;
+}
+
+int prl_meta_check_l1(struct prl_meta *pm, const __le64 *l1, u32 l1_size,
+		      sector_t *end, const char **why)
+{
+	u64 *scratch, e;
+	int r;
+
+	scratch = kvmalloc_array((size_t)pm->allocated + 1 + l1_size,
+				 sizeof(*scratch), GFP_KERNEL);
+	if (!scratch)
+		return -ENOMEM;
+	r = prl_check_l1(&pm->geom, pm->bat, l1, l1_size, pm->dev_sectors,
+			 scratch, &e, why);
+	kvfree(scratch);
+	if (!r)
+		*end = e;
+	return r;
 }
 
 /* Caller holds pm->lock. */
@@ -155,7 +321,7 @@ static void prl_meta_dirty_bytes(struct prl_meta *pm, size_t off, size_t len)
 	unsigned int bs = pm->block_sectors << SECTOR_SHIFT;
 
 	bitmap_set(pm->dirty, off / bs, (off + len - 1) / bs - off / bs + 1);
-	pm->dirty_gen++;
+	WRITE_ONCE(pm->dirty_gen, pm->dirty_gen + 1);
 }
 
 int prl_meta_alloc(struct prl_meta *pm, sector_t *sector)
@@ -178,6 +344,16 @@ int prl_meta_alloc(struct prl_meta *pm, sector_t *sector)
 	return r;
 }
 
+void prl_meta_unalloc(struct prl_meta *pm, sector_t sector)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&pm->lock, flags);
+	if (sector + pm->geom.cluster_sectors == pm->image_end)
+		pm->image_end = sector;
+	spin_unlock_irqrestore(&pm->lock, flags);
+}
+
 bool prl_meta_beyond_bat(struct prl_meta *pm)
 {
 	return div_u64(READ_ONCE(pm->image_end), pm->geom.off_mult) > U32_MAX;
@@ -194,9 +370,14 @@ void prl_meta_set_entry(struct prl_meta *pm, sector_t cluster, sector_t sector)
 		pm->allocated++;
 	else if (pm->bat[cluster] && !entry)
 		pm->allocated--;
-	WRITE_ONCE(pm->bat[cluster], cpu_to_le32(entry));
+	/*
+	 * Dirty first: whoever sees the new entry (prl_meta_entry(), then
+	 * prl_meta_clean()) must also see that it is not committed yet.
+	 */
 	prl_meta_dirty_bytes(pm, (void *)&pm->bat[cluster] - pm->buf,
 			     sizeof(*pm->bat));
+	smp_wmb();	/* pairs with smp_rmb() in prl_meta_entry_clean() */
+	WRITE_ONCE(pm->bat[cluster], cpu_to_le32(entry));
 	if (entry && (pm->geom.flags & PRL_FLAG_EMPTY)) {
 		/* QEMU leaves Empty set on images with data; we do not. */
 		pm->geom.flags &= ~PRL_FLAG_EMPTY;
@@ -247,14 +428,13 @@ int prl_meta_commit(struct prl_meta *pm)
 		spin_lock_irq(&pm->lock);
 		bitmap_or(pm->dirty, pm->dirty, pm->writing, pm->nr_blocks);
 		spin_unlock_irq(&pm->lock);
-		DMERR("Metadata commit failed: %d", r);
 		return r;
 	}
 	WRITE_ONCE(pm->committed_gen, gen);
-	return 0;
+	return 1;
 }
 
-int prl_meta_set_in_use(struct prl_meta *pm, bool open)
+void prl_meta_set_in_use(struct prl_meta *pm, bool open)
 {
 	struct prl_header *hdr = pm->buf;
 	u32 val = open ? PRL_IN_USE_OPEN : PRL_IN_USE_CLOSED;
@@ -264,7 +444,6 @@ int prl_meta_set_in_use(struct prl_meta *pm, bool open)
 	hdr->in_use = cpu_to_le32(val);
 	prl_meta_dirty_bytes(pm, 0, sizeof(*hdr));
 	spin_unlock_irq(&pm->lock);
-	return prl_meta_commit(pm);
 }
 
 void prl_meta_set_ext(struct prl_meta *pm, sector_t sector)

@@ -296,12 +296,15 @@ static void parse_status(struct dmdev *o, const char *params)
 	int n;
 
 	n = sscanf(params, "%" SCNu64 "/%" SCNu64 " %" SCNu64 " %" SCNu64
-		   " %15s %47s %" SCNu64, &o->alloc, &o->total,
-		   &o->cluster_sectors, &o->end, o->state, o->cbt, &nospc);
+		   " %15s %47s %" SCNu64 " %47s", &o->alloc, &o->total,
+		   &o->cluster_sectors, &o->end, o->state, o->cbt, &nospc,
+		   o->error);
 	if (n >= 5) {
 		o->have_status = true;
 		o->nospc = n >= 7 ? nospc : 0;
 	}
+	if (n < 8)
+		strcpy(o->error, "-");
 }
 
 /* One task of @type on @name (or, with @name NULL, on device @dev). */
@@ -1816,6 +1819,7 @@ static json_object *layer_json(const struct dmdev *o, const struct desc_map *m)
 		jadd(j, "state", jstr(o->state));
 		jadd(j, "nospc_writes", json_object_new_uint64(o->nospc));
 		jadd(j, "cbt", strcmp(o->cbt, "-") ? jstr(o->cbt) : json_object_new_null());
+		jadd(j, "error", strcmp(o->error, "-") ? jstr(o->error) : json_object_new_null());
 	} else {
 		jadd(j, "state", jstr(o->ro ? "ro" : "rw"));
 	}
@@ -1974,6 +1978,9 @@ static void status_text(json_object *o)
 			       js(l, "state"), ju(l, "allocated_clusters"),
 			       ju(l, "total_clusters"), a, ju(l, "image_end_sector"),
 			       ju(l, "nospc_writes") ? ", writes refused for want of space" : "");
+			if (js(l, "error"))
+				printf("      error:  %s failed (see the kernel log); writes fail until the table is reloaded\n",
+				       js(l, "error"));
 			if (js(l, "cbt"))
 				printf("      cbt:    %s granules changed\n", js(l, "cbt"));
 		} else {

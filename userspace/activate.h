@@ -39,6 +39,7 @@ struct dmdev {
 	uint64_t alloc, total, cluster_sectors, end, nospc;
 	char state[16];
 	char cbt[48];		/* "-" or "<dirty>/<total>" granules */
+	char error[48];		/* "-" or what failed: "commit:-5" */
 };
 
 /* Where an image file or device is in use: a loop over it, or a holder. */

@@ -361,6 +361,8 @@ static void test_ext_features(void **state)
 {
 	struct prl_ext_info info;
 	const char *why = NULL;
+	unsigned char copy[512];
+	int i;
 
 	(void)state;
 	mk_v2();
@@ -379,10 +381,24 @@ static void test_ext_features(void **state)
 	assert_int_equal(info.bitmap.l1_size, 1);
 	assert_int_equal(info.bitmap.l1_pos, 24 + 24 + 32);
 	assert_int_equal(info.nr_transit, 1);
-	assert_int_equal(info.transit_pos[0], 24 + 24 + 40);
-	assert_int_equal(info.transit_len[0], 24 + 8);
+	assert_int_equal(info.transit_bytes, 24 + 8);
+	memset(copy, 0xee, sizeof(copy));
+	prl_ext_copy_transit(ext, sizeof(ext), copy);
+	assert_memory_equal(copy, ext + 24 + 24 + 40, 24 + 8);
+	assert_int_equal(copy[24 + 8], 0xee);
 	assert_int_equal(info.nr_dropped, 2);
 	assert_int_equal(info.necessary, 0);
+
+	/* Any number of TRANSIT features is kept, not just the first few. */
+	ext_begin();
+	for (i = 0; i < 12; i++)
+		ext_feature(0x1000 + i, PRL_EXT_FLAG_TRANSIT, "abcdefgh", i % 9);
+	assert_int_equal(prl_parse_ext(ext, sizeof(ext), &im.g, &info, &why), 0);
+	assert_int_equal(info.nr_transit, 12);
+	assert_int_equal(info.nr_dropped, 0);
+	assert_true(info.transit_bytes <= sizeof(copy));
+	prl_ext_copy_transit(ext, sizeof(ext), copy);
+	assert_memory_equal(copy, ext + 24, info.transit_bytes);
 
 	ext_begin();
 	ext_feature(0x9999, PRL_EXT_FLAG_NECESSARY, "", 0);

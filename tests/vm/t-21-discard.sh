@@ -1,9 +1,11 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# Discard and WRITE_ZEROES: afterwards the range reads as zeros, with or
-# without a lower device (whose data must not show through); whole clusters
-# with nothing below are unmapped.  Seeded mixes of writes, discards and
+# Discard and WRITE_ZEROES.  Write-zeroes reads back zeros, with or without
+# a lower device (whose data must not show through); whole clusters with
+# nothing below are unmapped unless REQ_NOUNMAP says not to.  Discard
+# unmaps the whole clusters the image owns (they read as the lower device
+# again) and ignores the rest.  Seeded mixes of writes, discards and
 # zeroouts end in an image that qemu-img check and compare accept.
 # no_discard turns discard off.
 # vm-timeout: 600
@@ -24,11 +26,17 @@ dd if=/dev/urandom of=/dev/mapper/d-a bs=64k count=16 oflag=direct status=none
 expect_eq "$(alloc d-a)" 16 "allocated after writing 16 clusters"
 blkdiscard -o $((4 << 16)) -l $((4 << 16)) /dev/mapper/d-a
 expect_eq "$(alloc d-a)" 12 "allocated after discarding 4 whole clusters"
+dd if=/dev/mapper/d-a of=partial.before bs=4096 skip=$(((10 << 16) / 4096)) count=1 iflag=direct status=none
 blkdiscard -o $((10 << 16)) -l 4096 /dev/mapper/d-a
+# BLKZEROOUT asks for REQ_NOUNMAP: zeroed in place, still allocated.
 blkdiscard -z -o $((12 << 16)) -l $((3 << 16)) /dev/mapper/d-a
-expect_eq "$(alloc d-a)" 9 "allocated after zeroing 3 whole clusters"
+expect_eq "$(alloc d-a)" 12 "allocated after zeroing 3 whole clusters (NOUNMAP)"
+# A punched hole is a write-zeroes that may unmap: the clusters go.
+fallocate -p -o $((12 << 16)) -l $((2 << 16)) /dev/mapper/d-a
+expect_eq "$(alloc d-a)" 10 "allocated after punching 2 whole clusters"
 cmp -n $((4 << 16)) -i $((4 << 16)):0 /dev/mapper/d-a /dev/zero || fail "discarded clusters not zero"
-cmp -n 4096 -i $((10 << 16)):0 /dev/mapper/d-a /dev/zero || fail "partial discard not zero"
+# A discard of part of a cluster is ignored: the data stays.
+cmp -n 4096 -i $((10 << 16)):0 /dev/mapper/d-a partial.before || fail "partial discard changed data"
 cmp -n $((3 << 16)) -i $((12 << 16)):0 /dev/mapper/d-a /dev/zero || fail "zeroed clusters not zero"
 end=$(dmsetup status d-a | awk '{ print $6 }')
 dm_remove d-a
@@ -46,7 +54,8 @@ run() {
 	truncate -s 128M "$name.hds"
 	l=$(loop_rw "$name.hds")
 	dm_create "$name" "0 65536 parallels $l $ld"
-	python3 "$tools/randwrite.py" --zeroing "$seed" "$ops" "$cluster" "/dev/mapper/$name" "$name.ref"
+	python3 "$tools/randwrite.py" --zeroing ${lower:+--lower "$lower"} "$seed" "$ops" "$cluster" \
+		"/dev/mapper/$name" "$name.ref"
 	cmp "/dev/mapper/$name" "$name.ref" || fail "$name: reads differ"
 	end=$(dmsetup status "$name" | awk '{ print $6 }')
 	dm_remove "$name"

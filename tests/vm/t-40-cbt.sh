@@ -58,9 +58,10 @@ expect_eq "$(cbt_field c)" 0/1024 "cbt field of a new bitmap"
 expect_eq "$(dmsetup table c | cut -d' ' -f5-)" "- 1 cbt_granularity:$G" "table round trip"
 W="0:4096 70144:512 1048576:65536 2097152:200192 67104768:4096"
 for w in $W; do wr /dev/mapper/c ${w%:*} ${w#*:}; done
+# A discard of clusters the image does not own changes nothing: no mark.
 blkdiscard -o 4194304 -l 131072 /dev/mapper/c
 blkdiscard -z -o 8388608 -l 65536 /dev/mapper/c
-want=$(granules $W 4194304:131072 8388608:65536)
+want=$(granules $W 8388608:65536)
 n=$(python3 -c "print(len($want))")
 expect_eq "$(cbt_field c)" "$n/1024" "dirty granules in the status"
 rm_cut c c.hds
