@@ -147,6 +147,7 @@ case_zeroout() {
 	# Two whole clusters over base data, the child's cluster 40, part
 	# of cluster 5 (base data) and part of cluster 41 (its own).
 	for r in "0 $((2 * C))" "$((40 * C)) $C" "$((5 * C + 4096)) 8192" "$((41 * C + 512)) 3584"; do
+		# shellcheck disable=SC2086 # two numbers: split them
 		set -- $r
 		blkdiscard -z -o "$1" -l "$2" /dev/mapper/cz 2> bz.err ||
 			fail "blkdiscard -z -o $1 -l $2 on the child failed: $(cat bz.err)"
