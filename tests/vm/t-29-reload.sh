@@ -127,6 +127,11 @@ case_fio() {
 		> fio.out 2> fio.err &
 	fpid=$!
 	at_exit "kill $fpid 2>/dev/null || true"
+	# Reloads start once fio has written: the table is open then.
+	for _ in $(seq 1 150); do
+		[ "$(status_field rf 4 | cut -d/ -f1)" = 0 ] || break
+		sleep 0.2
+	done
 	while sleep 1.5 && kill -0 $fpid 2>/dev/null; do
 		dmesg_mark
 		if ! dmsetup reload rf --table "$tbl" 2> reload.err; then
