@@ -14,7 +14,10 @@
 #   - the device can be removed;
 #   - the image is recoverable: prldisk check --repair (exit 0, 2 or 3),
 #     then prldisk check exits 0, qemu-img check passes, and the cluster
-#     written and fsynced before the fault reads back.
+#     written and fsynced before the fault reads back;
+#   - or, without removing it: once the image device works again, a
+#     dmsetup reload of the same line and a resume bring the table back to
+#     rw; it writes, and the image passes qemu-img check.
 # vm-timeout: 300
 set -eu
 . "$SRC/tests/vm/lib.sh"
@@ -93,3 +96,45 @@ qemu-img check -q -f parallels e.hds || fail "qemu-img check after the repair"
 qemu-img convert -f parallels -O raw e.hds e.raw
 cmp c3.bin <(dd if=e.raw bs=64k skip=3 count=1 status=none) ||
 	fail "cluster 3, committed before the fault, lost after the repair"
+
+# The other way back, without taking the device down: make the image
+# device work again, then reload the table with the same line.  The new
+# table reads the image as the last good commit left it and takes it over.
+truncate -s 64M e.hds		# the repair cut it to its end
+l=$(loop_rw e.hds)
+n=$(blockdev --getsz "$l")
+dm_create e-img "0 $n linear $l 0"
+dm_create e "0 65536 parallels /dev/mapper/e-img -"
+dd if=c3.bin of=/dev/mapper/e bs=64k seek=4 oflag=direct conv=fsync status=none
+printf '0 %s error\n%s %s linear %s %s\n' "$doff" "$doff" $((n - doff)) "$l" "$doff" |
+	dmsetup load e-img
+dmsetup resume e-img
+dd if=/dev/urandom of=/dev/mapper/e bs=64k count=1 seek=9 oflag=direct status=none || true
+for _ in $(seq 1 50); do
+	[ "$(state e)" != error ] || break
+	sleep 0.2
+done
+expect_eq "$(state e)" error "state after the second failed commit"
+expect_eq "$(dmsetup status e | awk '{ print $10 }')" "commit:-5" "what failed, in the status"
+dmsetup load e-img --table "0 $n linear $l 0"
+dmsetup resume e-img
+table=$(dmsetup table e | cut -d' ' -f3-)
+dmsetup reload e --table "0 65536 $table" || fail "reload of the failed table"
+dmsetup resume e || fail "resume after the reload"
+expect_eq "$(state e) $(dmsetup status e | awk '{ print $10 }')" "rw -" "state after the reload"
+head -c $C /dev/urandom > c11.bin
+dd if=c11.bin of=/dev/mapper/e bs=64k seek=11 oflag=direct conv=fsync status=none ||
+	fail "a write after the reload"
+cmp c3.bin <(dd if=/dev/mapper/e bs=64k skip=4 count=1 iflag=direct status=none) ||
+	fail "cluster 4, committed before the fault, after the reload"
+end=$(dmsetup status e | awk '{ print $6 }')
+dm_remove e
+dm_remove e-img
+losetup -d "$l"
+truncate -s $((end * 512)) e.hds
+rc=0
+qemu-img check -q -f parallels e.hds || rc=$?
+[ $rc -eq 0 ] || [ $rc -eq 3 ] || fail "qemu-img check after the reload (leaks allowed): $rc"
+qemu-img convert -f parallels -O raw e.hds e.raw
+cmp c11.bin <(dd if=e.raw bs=64k skip=11 count=1 status=none) ||
+	fail "cluster 11, written after the reload, not in the image"
