@@ -95,6 +95,8 @@ struct prl_target {
 	bool writable;
 	bool open;			/* in_use is set on disk */
 	bool refresh;			/* reloaded over a live table: re-read */
+	bool takeover;			/* ... that had (or may have) it open */
+	bool cbt_current;		/* suspended, the bitmap stored as it is */
 	enum prl_state state;
 	const char *error_op;		/* what failed, for the status */
 	int error_errno;
@@ -114,6 +116,7 @@ struct prl_target {
 	DECLARE_HASHTABLE(allocs, PRL_ALLOC_HASH_BITS);
 	bool commit_requested;
 	bool flush_requested;		/* "commit": flush even if clean */
+	int flush_result;		/* ... and how that went */
 	bool cbt_store_requested;	/* "commit": the bitmap too */
 	struct mutex suspend_lock;	/* postsuspend vs the commit message */
 	u64 nospc;			/* writes refused for lack of space */
@@ -134,15 +137,33 @@ struct prl_target {
 static LIST_HEAD(prl_tables);
 static DEFINE_MUTEX(prl_tables_lock);
 
-/* Is another table of this device on the same image?  Then re-read it. */
+static bool prl_same(struct prl_target *a, struct prl_target *b)
+{
+	return a != b && a->md == b->md && a->image->bdev == b->image->bdev;
+}
+
+/* A writable table of this device that has the image open, or may have. */
+static bool prl_open_by(struct prl_target *o)
+{
+	return o->writable && (READ_ONCE(o->open) || o->takeover);
+}
+
+/*
+ * Is another table of this device on the same image?  Then re-read it at
+ * preresume; and if that one has it open, its in_use flag is ours.
+ */
 static void prl_register(struct prl_target *pt)
 {
 	struct prl_target *o;
 
 	mutex_lock(&prl_tables_lock);
-	list_for_each_entry(o, &prl_tables, node)
-		if (o->md == pt->md && o->image->bdev == pt->image->bdev)
-			pt->refresh = true;
+	list_for_each_entry(o, &prl_tables, node) {
+		if (!prl_same(o, pt))
+			continue;
+		pt->refresh = true;
+		if (prl_open_by(o))
+			pt->takeover = true;
+	}
 	list_add(&pt->node, &prl_tables);
 	mutex_unlock(&prl_tables_lock);
 }
@@ -155,11 +176,40 @@ static bool prl_predecessor_open(struct prl_target *pt)
 
 	mutex_lock(&prl_tables_lock);
 	list_for_each_entry(o, &prl_tables, node)
-		if (o != pt && o->md == pt->md &&
-		    o->image->bdev == pt->image->bdev && READ_ONCE(o->open))
+		if (prl_same(o, pt) && prl_open_by(o))
 			open = true;
 	mutex_unlock(&prl_tables_lock);
 	return open;
+}
+
+/*
+ * The dirty bitmap for a table that takes over: the one its predecessor
+ * stored at its suspend, as that one has it in memory (nothing to read or
+ * allocate while suspended), else read from the image.
+ */
+static int prl_cbt_takeover(struct prl_target *pt, char **why)
+{
+	struct prl_cbt fresh = {};
+	struct prl_target *o;
+	bool done = false;
+	int r;
+
+	mutex_lock(&prl_tables_lock);
+	list_for_each_entry(o, &prl_tables, node)
+		if (!done && prl_same(o, pt) && o->writable &&
+		    READ_ONCE(o->cbt_current)) {
+			prl_cbt_exchange(&pt->cbt, &o->cbt);
+			WRITE_ONCE(o->cbt_current, false);
+			done = true;
+		}
+	mutex_unlock(&prl_tables_lock);
+	if (done)
+		return 0;
+	r = prl_cbt_load(&fresh, pt->meta, false, 0, why);
+	if (!r)
+		prl_cbt_exchange(&pt->cbt, &fresh);
+	prl_cbt_release(&fresh);
+	return r;
 }
 
 static int prl_parse_args(struct prl_target *pt, struct dm_arg_set *as)
@@ -255,19 +305,24 @@ static int prl_init_writer(struct prl_target *pt)
 	const struct prl_geom *g = pt->g;
 	int r;
 
-	/* A live table of this device may hold it open: see preresume. */
+	/* A live table of this device holds it open: see preresume. */
 	if (g->in_use == PRL_IN_USE_OPEN && !pt->ignore_in_use &&
-	    !pt->refresh) {
+	    !pt->takeover) {
 		ti->error = "Image in use or not closed cleanly (see ignore_in_use)";
 		return -EBUSY;
 	}
 	pt->writable = true;	/* from here on prl_destroy() releases the cbt */
-	r = prl_cbt_load(&pt->cbt, pt->meta,
-			 pt->cbt_arg || pt->cbt_granularity,
-			 pt->cbt_granularity ?: PRL_CBT_DEFAULT_GRANULARITY,
-			 &ti->error);
-	if (r)
-		return r;
+	if (pt->refresh) {
+		/* The live table may still change it: taken at preresume. */
+		prl_cbt_init(&pt->cbt);
+	} else {
+		r = prl_cbt_load(&pt->cbt, pt->meta,
+				 pt->cbt_arg || pt->cbt_granularity,
+				 pt->cbt_granularity ?: PRL_CBT_DEFAULT_GRANULARITY,
+				 &ti->error);
+		if (r)
+			return r;
+	}
 
 	pt->kc = dm_kcopyd_client_create(NULL);
 	if (IS_ERR(pt->kc)) {
@@ -875,6 +930,7 @@ static int prl_open_image(struct prl_target *pt)
 {
 	int r;
 
+	prl_cbt_open(&pt->cbt, pt->meta);
 	prl_meta_set_in_use(pt->meta, true);
 	r = prl_commit(pt);
 	if (r < 0)
@@ -938,18 +994,28 @@ static void prl_worker(struct work_struct *ws)
 		r = blkdev_issue_flush(pt->image->bdev);
 		flushed = !r;
 	}
+	if (flush) {
+		spin_lock_irq(&pt->lock);
+		pt->flush_result = r;
+		spin_unlock_irq(&pt->lock);
+	}
 
 	while ((bio = bio_list_pop(&after_commit))) {
 		if (r)
 			bio_io_error(bio);
 		else if (!bio_sectors(bio) && flushed)
 			bio_endio(bio);	/* the commit flushed the image */
-		else
+		else if (!bio_sectors(bio)) {
 			/*
 			 * Nothing was written, so nothing flushed after the
-			 * writes this flush covers: it goes down itself.
+			 * writes this flush covers: it goes down itself (map()
+			 * left it pointing at this device).
 			 */
+			bio_set_dev(bio, pt->image->bdev);
 			dm_submit_bio_remap(bio, NULL);
+		} else {
+			dm_submit_bio_remap(bio, NULL);
+		}
 	}
 	while ((bio = bio_list_pop(&done))) {
 		if (r)
@@ -991,8 +1057,10 @@ static void prl_postsuspend(struct dm_target *ti)
 	if (prl_failed(pt))
 		goto out;
 	/* A bitmap changed by messages alone is stored too, image opened. */
-	if (!pt->open && !prl_cbt_dirty(&pt->cbt))
+	if (!pt->open && !prl_cbt_dirty(&pt->cbt)) {
+		WRITE_ONCE(pt->cbt_current, true);
 		goto out;
+	}
 	if (!pt->open && prl_open_image(pt) < 0)
 		goto out;
 	if (prl_commit(pt) < 0)
@@ -1007,6 +1075,8 @@ static void prl_postsuspend(struct dm_target *ti)
 		goto out;
 	/* The next write after a resume opens the image again. */
 	WRITE_ONCE(pt->open, false);
+	/* A table reloaded over this one may take the bitmap as it is. */
+	WRITE_ONCE(pt->cbt_current, true);
 out:
 	mutex_unlock(&pt->suspend_lock);
 }
@@ -1022,6 +1092,8 @@ static int prl_preresume(struct dm_target *ti)
 {
 	struct prl_target *pt = ti->private;
 	const char *dev = dm_table_device_name(ti->table);
+	bool want = pt->cbt_arg || pt->cbt_granularity;
+	bool open = false;
 	unsigned int noio;
 	char *why = NULL;
 	int r;
@@ -1034,37 +1106,38 @@ static int prl_preresume(struct dm_target *ti)
 	/* The device is suspended: reclaim must not write to it. */
 	noio = memalloc_noio_save();
 	r = prl_meta_refresh(pt->meta, &why);
-	if (!r && pt->writable)
-		r = prl_check_len(pt, &why);
-	if (!r && pt->writable &&
-	    pt->g->in_use == PRL_IN_USE_OPEN && !pt->ignore_in_use) {
-		if (prl_predecessor_open(pt)) {
-			/* It failed to close: take over, as after a crash. */
-			DMWARN("%s: taking over the image the old table left open",
-			       dev);
+	if (!r && pt->writable && pt->g->in_use == PRL_IN_USE_OPEN) {
+		open = true;
+		if (pt->ignore_in_use || pt->takeover ||
+		    prl_predecessor_open(pt)) {
+			/* Left open by the old table: ours now, as after a crash. */
+			if (!pt->ignore_in_use)
+				DMWARN("%s: taking over the image the old table left open",
+				       dev);
 		} else {
 			why = "Image in use or not closed cleanly (see ignore_in_use)";
 			r = -EBUSY;
 		}
 	}
-	if (!r && pt->writable) {
-		prl_cbt_release(&pt->cbt);
-		memset(&pt->cbt, 0, sizeof(pt->cbt));
-		r = prl_cbt_load(&pt->cbt, pt->meta,
-				 pt->cbt_arg || pt->cbt_granularity,
-				 pt->cbt_granularity ?: PRL_CBT_DEFAULT_GRANULARITY,
-				 &why);
-	}
+	if (!r && pt->writable)
+		r = prl_cbt_takeover(pt, &why);
+	if (!r && pt->writable && want &&
+	    prl_cbt_start(&pt->cbt, pt->meta,
+			  pt->cbt_granularity ?: PRL_CBT_DEFAULT_GRANULARITY) == -ENOMEM)
+		DMWARN("%s: no memory to start tracking changes: cbt start later",
+		       dev);
 	memalloc_noio_restore(noio);
 	if (r) {
-		DMERR("%s: cannot resume: %s", dev, why);
-		if (pt->writable)
-			prl_set_error(pt, "refresh", r);
+		/* I/O stays refused (map() sees refresh): resume again, or reload. */
+		DMERR("%s: cannot resume: %s (%d)", dev, why, r);
 		return r;
 	}
 	if (!pt->writable)
 		pt->state = pt->g->in_use == PRL_IN_USE_OPEN ?
 			    PRL_STATE_NEEDS_CHECK : PRL_STATE_RO;
+	/* An image left open is open: the first write need not open it. */
+	smp_store_release(&pt->open, open);
+	pt->takeover = false;
 	pt->refresh = false;
 	return 0;
 }
@@ -1073,9 +1146,11 @@ static void prl_resume(struct dm_target *ti)
 {
 	struct prl_target *pt = ti->private;
 
-	if (pt->writable && !prl_failed(pt))
+	if (pt->writable && !prl_failed(pt)) {
+		WRITE_ONCE(pt->cbt_current, false);
 		queue_delayed_work(pt->wq, &pt->waker,
 				   msecs_to_jiffies(pt->commit_interval_ms));
+	}
 }
 
 /* "cbt start <granularity>", "cbt stop", "cbt clear". */
@@ -1126,6 +1201,7 @@ static int prl_message(struct dm_target *ti, unsigned int argc, char **argv,
 		       char *result, unsigned int maxlen)
 {
 	struct prl_target *pt = ti->private;
+	int r;
 
 	if (argc == 1 && !strcasecmp(argv[0], "commit")) {
 		if (!pt->writable) {
@@ -1141,8 +1217,11 @@ static int prl_message(struct dm_target *ti, unsigned int argc, char **argv,
 		spin_unlock_irq(&pt->lock);
 		queue_work(pt->wq, &pt->worker);
 		flush_work(&pt->worker);
+		spin_lock_irq(&pt->lock);
+		r = pt->flush_result;
+		spin_unlock_irq(&pt->lock);
 		mutex_unlock(&pt->suspend_lock);
-		return prl_failed(pt) ? -EIO : 0;
+		return r || prl_failed(pt) ? -EIO : 0;
 	}
 	if (argc >= 2 && !strcasecmp(argv[0], "cbt"))
 		return prl_cbt_message(pt, argc - 1, argv + 1);

@@ -249,9 +249,10 @@ static int prl_cbt_read_ext(struct prl_cbt *c, struct prl_meta *pm,
 	/* Its cluster is ours, whatever it holds. */
 	c->ext_sector = prl_meta_geom(pm)->ext_off;
 	if (cb > PRL_CBT_MAX_CLUSTER) {
-		/* Stale once written, and not kept: the first store drops it. */
+		/* Stale once written: dropped with the in_use commit. */
 		DMWARN("%s: format extension dropped: clusters over 64 MiB are not kept",
 		       prl_meta_name(pm));
+		c->drop_ext = true;
 		return 0;
 	}
 	ext = vmalloc(cb);
@@ -302,12 +303,17 @@ out:
 	return r;
 }
 
+void prl_cbt_init(struct prl_cbt *c)
+{
+	mutex_init(&c->lock);
+}
+
 int prl_cbt_load(struct prl_cbt *c, struct prl_meta *pm, bool want,
 		 u32 granularity, char **error)
 {
 	int r = 0;
 
-	mutex_init(&c->lock);
+	prl_cbt_init(c);
 	if (!prl_meta_geom(pm)->ext_off && !want)
 		return 0;
 	c->md5 = crypto_alloc_shash("md5", 0, 0);
@@ -351,6 +357,57 @@ void prl_cbt_release(struct prl_cbt *c)
 	vfree(c->tmp_buf);
 	if (c->md5)
 		crypto_free_shash(c->md5);
+}
+
+void prl_cbt_open(struct prl_cbt *c, struct prl_meta *pm)
+{
+	/*
+	 * Its bitmap clusters were never read, so never reserved: ext_off
+	 * must be gone from the header before any of them is allocated.
+	 */
+	if (c->drop_ext && prl_meta_geom(pm)->ext_off)
+		prl_meta_set_ext(pm, 0);
+}
+
+void prl_cbt_exchange(struct prl_cbt *a, struct prl_cbt *b)
+{
+	struct prl_cbt t;
+	struct prl_cbt_map *ma, *mb;
+
+	mutex_lock(&a->lock);
+	mutex_lock_nested(&b->lock, SINGLE_DEPTH_NESTING);
+	ma = rcu_dereference_protected(a->map, lockdep_is_held(&a->lock));
+	mb = rcu_dereference_protected(b->map, lockdep_is_held(&b->lock));
+	/* Everything but the locks and the bitmaps readers follow. */
+	t = *a;
+	memcpy(a->id, b->id, sizeof(a->id));
+	a->l1_size = b->l1_size;
+	a->clusters = b->clusters;
+	a->ext_sector = b->ext_sector;
+	a->transit = b->transit;
+	a->transit_len = b->transit_len;
+	a->changed = b->changed;
+	a->drop_ext = b->drop_ext;
+	a->md5 = b->md5;
+	a->ext_buf = b->ext_buf;
+	a->tmp_buf = b->tmp_buf;
+	memcpy(b->id, t.id, sizeof(b->id));
+	b->l1_size = t.l1_size;
+	b->clusters = t.clusters;
+	b->ext_sector = t.ext_sector;
+	b->transit = t.transit;
+	b->transit_len = t.transit_len;
+	b->changed = t.changed;
+	b->drop_ext = t.drop_ext;
+	b->md5 = t.md5;
+	b->ext_buf = t.ext_buf;
+	b->tmp_buf = t.tmp_buf;
+	rcu_assign_pointer(a->map, mb);
+	rcu_assign_pointer(b->map, ma);
+	mutex_unlock(&b->lock);
+	mutex_unlock(&a->lock);
+	/* Whoever still reads a map through the other table is done. */
+	synchronize_rcu();
 }
 
 /*

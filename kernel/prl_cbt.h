@@ -47,6 +47,7 @@ struct prl_cbt {
 	void *transit;			/* unknown TRANSIT features, verbatim */
 	u32 transit_len;
 	bool changed;			/* differs from the image: store it */
+	bool drop_ext;			/* in a cluster too big to keep */
 	struct crypto_shash *md5;
 	/* For prl_cbt_store(), which runs at suspend: allocated before. */
 	void *ext_buf;			/* the extension cluster */
@@ -62,7 +63,19 @@ struct prl_cbt {
  */
 int prl_cbt_load(struct prl_cbt *c, struct prl_meta *pm, bool want,
 		 u32 granularity, char **error);
+/* Ready to be released or exchanged, tracking nothing. */
+void prl_cbt_init(struct prl_cbt *c);
 void prl_cbt_release(struct prl_cbt *c);
+
+/*
+ * Swap what @a and @b track (bitmap, its clusters, extension), for a table
+ * that takes over from another of the same device; readers of either
+ * bitmap are gone when it returns.  Sleeps.
+ */
+void prl_cbt_exchange(struct prl_cbt *a, struct prl_cbt *b);
+
+/* The image is being opened: drop an extension that cannot be kept. */
+void prl_cbt_open(struct prl_cbt *c, struct prl_meta *pm);
 
 /* The table tracks, so the image must be opened before it is stored. */
 static inline bool prl_cbt_dirty(struct prl_cbt *c)

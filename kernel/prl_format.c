@@ -200,12 +200,14 @@ static __u32 prl_data_keys(const struct prl_geom *g, const __le32 *bat,
 		if (!e)
 			continue;
 		sector = prl_entry_sector(g, e);
-		scratch[n++] = prl_dup_key(g, sector, i);
+		if (scratch)
+			scratch[n++] = prl_dup_key(g, sector, i);
 		if (sector + g->cluster_sectors > *top)
 			*top = sector + g->cluster_sectors;
 	}
 	if (g->ext_off) {
-		scratch[n++] = prl_dup_key(g, g->ext_off, PRL_ENTRY_EXT);
+		if (scratch)
+			scratch[n++] = prl_dup_key(g, g->ext_off, PRL_ENTRY_EXT);
 		if (g->ext_off + g->cluster_sectors > *top)
 			*top = g->ext_off + g->cluster_sectors;
 	}
@@ -241,7 +243,8 @@ int prl_check_bat(const struct prl_geom *g, const __le32 *bat,
 	}
 
 	n = prl_data_keys(g, bat, scratch, &top);
-	prl_sort_u64(scratch, n);
+	if (scratch)
+		prl_sort_u64(scratch, n);
 	for (i = 1; i < n; i++) {
 		if (scratch[i] >> 32 != scratch[i - 1] >> 32)
 			continue;

@@ -155,7 +155,9 @@ __u32 prl_count_allocated(const struct prl_geom *g, const __le32 *bat);
 /*
  * prl_check_bat - validate every entry of a BAT, and ext_off.
  * @bat: g->bat_entries entries as stored on disk.
- * @scratch: room for prl_count_allocated() + 1 entries, to find duplicates.
+ * @scratch: room for prl_count_allocated() + 1 entries, to find duplicates;
+ *       NULL checks each entry alone (no duplicates: O(n), no memory), for
+ *       a BAT only this code changed since it was checked whole.
  * @end: receives the first sector after the last used cluster (at least
  *       data_off): where the next cluster would be allocated.
  * @err: on failure, which entry.

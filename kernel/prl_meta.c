@@ -75,14 +75,18 @@ static void prl_meta_log_bat_error(const struct prl_meta *pm,
 		      why, err->entry, err->other, err->value);
 }
 
-/* Read the BAT and check it: allocated count and image end from it. */
+/*
+ * Read the BAT and check it: allocated count and image end from it.
+ * @whole: also look for clusters shared by two entries (memory: 8 bytes
+ * an entry); without, each entry alone.
+ */
 static int prl_meta_read_bat(struct prl_meta *pm, sector_t meta_sectors,
-			     char **error)
+			     bool whole, char **error)
 {
 	struct prl_geom *g = &pm->geom;
 	struct prl_bat_err err = {};
+	u64 *scratch = NULL;
 	const char *why;
-	u64 *scratch;
 	u32 allocated;
 	u64 end;
 	int r;
@@ -93,11 +97,13 @@ static int prl_meta_read_bat(struct prl_meta *pm, sector_t meta_sectors,
 		return r;
 	}
 	allocated = prl_count_allocated(g, pm->bat);
-	scratch = kvmalloc_array((size_t)allocated + 1, sizeof(*scratch),
-				 GFP_KERNEL);
-	if (!scratch) {
-		*error = "Cannot allocate memory to check the BAT";
-		return -ENOMEM;
+	if (whole) {
+		scratch = kvmalloc_array((size_t)allocated + 1,
+					 sizeof(*scratch), GFP_KERNEL);
+		if (!scratch) {
+			*error = "Cannot allocate memory to check the BAT";
+			return -ENOMEM;
+		}
 	}
 	r = prl_check_bat(g, pm->bat, pm->dev_sectors, scratch, &end, &err,
 			  &why);
@@ -176,7 +182,7 @@ static int prl_meta_load(struct prl_meta *pm, const char *name,
 		return -ENOMEM;
 	}
 	pm->bat = pm->buf + PRL_HEADER_SIZE;
-	return prl_meta_read_bat(pm, pm->meta_sectors, error);
+	return prl_meta_read_bat(pm, pm->meta_sectors, true, error);
 }
 
 /*
@@ -208,7 +214,12 @@ int prl_meta_refresh(struct prl_meta *pm, char **error)
 		return -EINVAL;
 	}
 	pm->geom = g;
-	r = prl_meta_read_bat(pm, pm->meta_sectors, error);
+	/*
+	 * Checked whole at load; since then only tables of this device wrote
+	 * it.  Each entry is checked again, without the memory a search for
+	 * shared clusters needs: the device is suspended.
+	 */
+	r = prl_meta_read_bat(pm, pm->meta_sectors, false, error);
 	if (r)
 		return r;
 	bitmap_zero(pm->dirty, pm->nr_blocks);

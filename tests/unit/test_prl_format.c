@@ -315,6 +315,20 @@ static void test_duplicates(void **state)
 	assert_int_equal(check(&err, &end), -EINVAL);
 	assert_int_equal(err.entry, 0);
 	assert_int_equal(err.other, 7);
+
+	/* No scratch: each entry alone, the same end, duplicates not seen. */
+	mk_v2();
+	bat()[1] = htole32(3);
+	bat()[6] = htole32(3);
+	bat()[2] = htole32(5);
+	assert_int_equal(parse(), 0);
+	assert_int_equal(prl_check_bat(&im.g, bat(), im.dev_sectors, NULL, &end,
+				       &err, &im.why), 0);
+	assert_int_equal(end, 6 * im.g.cluster_sectors);	/* entry 5, in clusters */
+	bat()[2] = htole32(1000000);
+	assert_int_equal(prl_check_bat(&im.g, bat(), im.dev_sectors, NULL, &end,
+				       &err, &im.why), -EINVAL);
+	assert_int_equal(err.entry, 2);
 }
 
 /* ---- format extension ------------------------------------------------ */

@@ -23,6 +23,9 @@
 #   ploop_cmd ARGS...    Debian's ploop, with the big environment it needs
 #   dmesg_mark / dmesg_since_mark   kernel messages printed after the mark
 #   nothing_left [WHAT]  fail if any dm or loop device exists
+#   run_case NAME        run the function case_NAME in a subshell under set -e:
+#                        a failure is noted and the next case still runs
+#   cases_done           fail the test if any run_case failed
 #
 # At exit, whatever the reason, everything is undone: mounts under $T, then
 # the at_exit commands, dm devices and loop devices in reverse order of
@@ -123,6 +126,20 @@ nothing_left() {
 	_d=$(dmsetup ls | grep -v '^No devices found' || true)
 	_l=$(losetup -a)
 	[ -z "$_d$_l" ] || fail "${1-}: left behind: $_d $_l"
+}
+
+run_case() {
+	note "=== $1"
+	set +e
+	(set -e; "case_$1")
+	_rc=$?
+	set -e
+	[ $_rc -eq 0 ] || { note "=== $1: FAILED"; echo "$1" >> "$_lib_state/cases_failed"; }
+}
+
+cases_done() {
+	[ ! -s "$_lib_state/cases_failed" ] ||
+		fail "cases failed: $(tr '\n' ' ' < "$_lib_state/cases_failed")"
 }
 
 dmesg_mark() {

@@ -19,24 +19,14 @@
 # allocated cluster B is overwritten with dd conv=fsync.  B's write completes
 # at once; the fsync's flush is deferred behind the commit, which covered
 # the BAT but not B.  The log must show a FLUSH after B's write and before
-# the mark set when the fsync returned.
+# the mark set when the fsync returned.  And a suspend sent while that
+# flush waits in the target completes (the flush is sent to the image
+# device, not back into the suspended dm device).
 # vm-timeout: 300
 set -eEu
 . "$SRC/tests/vm/lib.sh"
 
 tools=$SRC/tests/tools
-
-# Each case runs in a subshell: a failure is reported, the next case still
-# runs, and the test fails at the end.
-failed=
-run_case() {
-	note "=== $1"
-	set +e
-	(set -e; "case_$1")
-	_rc=$?
-	set -e
-	[ $_rc -eq 0 ] || { note "=== $1: FAILED"; failed="$failed $1"; }
-}
 
 # bat_entry DEV N: BAT entry N as the image device holds it (O_DIRECT: what
 # is in the file, not in a cache).
@@ -118,8 +108,12 @@ case_writethrough_brd() {
 	qemu_ok wb.hds
 }
 
-case_deferred() {
-	local l lg n end rc D=4000 A=20 B=10
+# deferred [suspend]: with "suspend", a dmsetup suspend is sent while the
+# fsync's flush waits in the target: the flush the target then sends down
+# must go to the image device, not back into the suspended dm device (where
+# it would wait for a resume, and the suspend for it).
+deferred() {
+	local l lg n end rc D=4000 A=20 B=10 how=${1:-}
 	qemu-img create -q -f parallels -o cluster_size=64k fl.hds 16M
 	truncate -s 64M fl.hds
 	truncate -s 64M fl.log
@@ -146,11 +140,13 @@ case_deferred() {
 	# that flush was still held (else the test proves nothing).
 	dd if=/dev/urandom of=/dev/mapper/fl bs=64k count=1 seek=$A oflag=direct status=none
 	rc=0
-	python3 - "$l" $A /dev/mapper/fl $(((B * 16 + 3) * 4096)) b.bin $D <<'EOF' || rc=$?
+	python3 - "$l" $A /dev/mapper/fl $(((B * 16 + 3) * 4096)) b.bin $D "$how" <<'EOF' || rc=$?
 import mmap
 import os
 import struct
+import subprocess
 import sys
+import threading
 import time
 
 img, a, dev, boff, bfile, delay = sys.argv[1], int(sys.argv[2]), sys.argv[3], \
@@ -175,9 +171,26 @@ buf[:] = open(bfile, 'rb').read()
 fd = os.open(dev, os.O_WRONLY | os.O_DIRECT)
 os.pwrite(fd, buf, boff)
 wrote = time.monotonic()
+susp = {}
+
+
+def suspend():
+    time.sleep(0.3)         # the fsync's flush is waiting in the target now
+    susp['rc'] = subprocess.run(['timeout', '20', 'dmsetup', 'suspend', 'fl']).returncode
+
+
+th = threading.Thread(target=suspend)
+if sys.argv[7] == 'suspend':
+    th.start()
 os.fsync(fd)
 synced = time.monotonic()
 os.close(fd)
+if sys.argv[7] == 'suspend':
+    th.join()
+    subprocess.run(['dmsetup', 'resume', 'fl'])
+    print('# dmsetup suspend during the fsync: exit %d' % susp['rc'])
+    if susp['rc']:
+        sys.exit(3)
 print("# B written %.2f s after the BAT was seen, fsync took %.2f s"
       % (wrote - seen, synced - wrote))
 if wrote - seen > delay - 0.5:
@@ -185,6 +198,7 @@ if wrote - seen > delay - 0.5:
           "completed already, the test proves nothing (timing)")
     sys.exit(2)
 EOF
+	[ $rc -ne 3 ] || fail "a suspend while a flush waited in the target did not complete"
 	[ $rc -eq 0 ] || fail "setup: cannot place B's write inside the commit (see above)"
 	dmsetup message fl-lw 0 mark fsync-returned
 
@@ -196,6 +210,10 @@ EOF
 	dm_remove fl-delay
 	losetup -d "$lg"
 	losetup -d "$l"
+	truncate -s $((end * 512)) fl.hds
+	qemu_ok fl.hds
+	# The suspend commits and flushes: the log proves nothing more.
+	[ "$how" != suspend ] || return 0
 
 	# The log, in order of completion, flushes at their submission.
 	rc=0
@@ -252,11 +270,12 @@ EOF
 	1) fail "the fsync of cluster $B returned with no flush sent to the image device after its write" ;;
 	*) fail "the log does not show the sequence the test set up (see above)" ;;
 	esac
-	truncate -s $((end * 512)) fl.hds
-	qemu_ok fl.hds
 }
+case_deferred() { deferred; }
+case_deferred_suspend() { deferred suspend; }
 
 run_case writethrough_loop
 run_case writethrough_brd
 run_case deferred
-[ -z "$failed" ] || fail "cases failed:$failed"
+run_case deferred_suspend
+cases_done

@@ -20,22 +20,12 @@
 # shrink: a reload whose len cuts off allocated data is refused with a
 #   message, for that reason (not the in-use flag), and the device keeps
 #   working on its old table.
+# A read-write reload over a read-only table of an image left open is
+# refused at load, and the device keeps serving.
 # vm-timeout: 300
 set -eEu
 . "$SRC/tests/vm/lib.sh"
 require_cmd fio qemu-img
-
-# Each case runs in a subshell: a failure is reported, the next case still
-# runs, and the test fails at the end.
-failed=
-run_case() {
-	note "=== $1"
-	set +e
-	(set -e; "case_$1")
-	_rc=$?
-	set -e
-	[ $_rc -eq 0 ] || { note "=== $1: FAILED"; failed="$failed $1"; }
-}
 
 status_field() { dmsetup status "$1" | awk -v f="$2" '{ print $f }'; }
 
@@ -68,14 +58,20 @@ done_image() {
 	qemu-img compare -q -f parallels "$3" -F raw "$4" || fail "$3 differs from $4"
 }
 
+# new_disk X: a 32 MiB image X.hds (64 KiB clusters, room to grow), its
+# raw reference X.ref, a read-write table rX over it; sets l and tbl.
+new_disk() {
+	qemu-img create -q -f parallels -o cluster_size=64k "$1.hds" 32M
+	truncate -s 64M "$1.hds"
+	truncate -s 32M "$1.ref"
+	l=$(loop_rw "$1.hds")
+	tbl="0 65536 parallels $l -"
+	dm_create "r$1" "$tbl"
+}
+
 case_live() {
 	local l tbl live
-	qemu-img create -q -f parallels -o cluster_size=64k a.hds 32M
-	truncate -s 64M a.hds
-	truncate -s 32M a.ref
-	l=$(loop_rw a.hds)
-	tbl="0 65536 parallels $l -"
-	dm_create ra "$tbl"
+	new_disk a
 	live=$(dmsetup table ra)
 	w /dev/mapper/ra a.ref 0 256		# 16 new clusters
 	w /dev/mapper/ra a.ref 1000 3		# a partial new one
@@ -92,12 +88,7 @@ case_live() {
 
 case_stale() {
 	local l tbl
-	qemu-img create -q -f parallels -o cluster_size=64k s.hds 32M
-	truncate -s 64M s.hds
-	truncate -s 32M s.ref
-	l=$(loop_rw s.hds)
-	tbl="0 65536 parallels $l -"
-	dm_create rs "$tbl"
+	new_disk s
 	dmsetup reload rs --table "$tbl"	# nothing written yet
 	w /dev/mapper/rs s.ref 0 64		# 4 new clusters, live table
 	w /dev/mapper/rs s.ref 500 3
@@ -176,12 +167,7 @@ case_grow() {
 
 case_shrink() {
 	local l tbl msg live
-	qemu-img create -q -f parallels -o cluster_size=64k k.hds 32M
-	truncate -s 64M k.hds
-	truncate -s 32M k.ref
-	l=$(loop_rw k.hds)
-	tbl="0 65536 parallels $l -"
-	dm_create rk "$tbl"
+	new_disk k
 	live=$(dmsetup table rk)
 	w /dev/mapper/rk k.ref 8000 16		# cluster 500, past 16 MiB
 	# Closed (suspend commits and closes): the in-use flag cannot be
@@ -218,9 +204,34 @@ case_shrink() {
 	done_image rk "$l" k.hds k.ref
 }
 
+# An image left open (a crash), served read-only: a read-write reload
+# over it is refused at load, not at resume (where the old table would be
+# gone and the device left suspended on a table that cannot serve).
+case_open_ro() {
+	local l tbl
+	qemu-img create -q -f parallels -o cluster_size=64k o.hds 32M
+	qemu-io -f parallels -c "write -P 7 0 64k" o.hds > /dev/null
+	python3 "$SRC/tests/tools/patch-image.py" o.hds in_use=0x746F6E59
+	truncate -s 64M o.hds
+	l=$(loop_rw o.hds)
+	tbl="0 65536 parallels $l -"
+	dm_create ro "$tbl" --readonly
+	expect_eq "$(status_field ro 7)" needs_check "state of the read-only table"
+	dmesg_mark
+	expect_err 'Device or resource busy' dmsetup reload ro --table "$tbl"
+	dmesg_since_mark | grep -qF "Image in use or not closed cleanly" ||
+		fail "no in-use refusal at reload: $(dmesg_since_mark | tail -n 2)"
+	dmsetup resume ro
+	expect_eq "$(status_field ro 7)" needs_check "state after the refused reload"
+	cmp <(head -c 65536 /dev/zero | tr '\0' '\7') <(dd if=/dev/mapper/ro bs=64k count=1 iflag=direct status=none) ||
+		fail "the read-only table does not serve its data after the refused reload"
+	dm_remove ro
+}
+
 run_case live
+run_case open_ro
 run_case stale
 run_case fio
 run_case grow
 run_case shrink
-[ -z "$failed" ] || fail "cases failed:$failed"
+cases_done

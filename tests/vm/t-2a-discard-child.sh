@@ -23,18 +23,6 @@ set -eEu
 . "$SRC/tests/vm/lib.sh"
 require_cmd blkdiscard mkfs.ext4 fstrim qemu-img
 
-# Each case runs in a subshell: a failure is reported, the next case still
-# runs, and the test fails at the end.
-failed=
-run_case() {
-	note "=== $1"
-	set +e
-	(set -e; "case_$1")
-	_rc=$?
-	set -e
-	[ $_rc -eq 0 ] || { note "=== $1: FAILED"; failed="$failed $1"; }
-}
-
 C=65536			# cluster bytes
 S=131072		# device sectors (64 MiB)
 alloc() { dmsetup status "$1" | awk '{ split($4, a, "/"); print a[1] }'; }
@@ -174,4 +162,4 @@ run_case blkdiscard
 run_case mkfs
 run_case fstrim
 run_case zeroout
-[ -z "$failed" ] || fail "cases failed:$failed"
+cases_done
