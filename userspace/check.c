@@ -1409,27 +1409,21 @@ static int open_image(const char *path, bool repair, bool *blk,
 	struct stat st;
 	int fd, r;
 
-	fd = open(path, (repair ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	fd = prl_open_image_file(path, repair ? O_RDWR : O_RDONLY, &st, err);
 	if (fd < 0)
-		return prl_errf(err, errno, "cannot open %s: %s", path,
-				strerror(errno));
-	if (fstat(fd, &st) || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
-		close(fd);
-		return prl_errf(err, EINVAL, "%s is not a regular file or a block device",
-				path);
-	}
+		return fd;
 	*blk = S_ISBLK(st.st_mode);
 	if (!repair)
 		return fd;
 	if (*blk) {
 		/* Not while a dm table (or a mount) holds it. */
 		close(fd);
-		fd = open(path, O_RDWR | O_EXCL | O_CLOEXEC);
-		if (fd < 0) {
-			r = errno;
-			return prl_errf(err, r, "%s is in use: %s", path,
-					strerror(r));
-		}
+		fd = prl_open_image_file(path, O_RDWR | O_EXCL, NULL, err);
+		if (fd == -EBUSY)
+			return prl_errf(err, EBUSY, "%s is in use: %s", path,
+					strerror(EBUSY));
+		if (fd < 0)
+			return fd;
 	} else if (backs_loop(&st, loop, sizeof(loop))) {
 		close(fd);
 		return prl_errf(err, EBUSY,

@@ -216,20 +216,21 @@ int prl_image_open(const char *path, unsigned int flags,
 	 * O_EXCL: a block device that the kernel holds (mounted, or under
 	 * an active dm table) is refused with EBUSY; no effect on files.
 	 */
-	img->fd = open(path, (flags & PRL_OPEN_RW ? O_RDWR | O_EXCL :
-			      O_RDONLY) | O_CLOEXEC);
-	if (img->fd < 0 && errno == EBUSY) {
+	img->fd = prl_open_image_file(path, flags & PRL_OPEN_RW ?
+				      O_RDWR | O_EXCL : O_RDONLY, &st, err);
+	if (img->fd == -EBUSY) {
+		img->fd = -1;
 		r = prl_errf(err, EBUSY,
 			     "cannot open %s for writing: the device is in use (mounted or part of an active device)",
 			     path);
 		goto fail;
 	}
 	if (img->fd < 0) {
-		r = prl_errf(err, errno, "cannot open %s: %s", path,
-			     strerror(errno));
+		r = img->fd;
+		img->fd = -1;
 		goto fail;
 	}
-	if (fstat(img->fd, &st) || prl_fd_size(img->fd, &bytes)) {
+	if (prl_fd_size(img->fd, &bytes)) {
 		r = prl_errf(err, EINVAL,
 			     "%s: not a regular file or block device", path);
 		goto fail;
