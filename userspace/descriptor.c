@@ -774,6 +774,194 @@ static int check_tree(struct ld *l)
 		      "no TopGUID and no Shot with the predefined top GUID " PRL_GUID_TOP ": which image is the top?");
 }
 
+/* ---- one file per layer -------------------------------------------- */
+
+/*
+ * @path made canonical without needing it to exist: the longest existing
+ * prefix resolved by realpath(), the rest appended with "." and ".."
+ * taken lexically.  Two spellings of one name ("x", "./x", "sub/../x", a
+ * symlink to x) give one string.
+ */
+static char *canon_path(const char *path)
+{
+	char *p = prl_xstrdup(path), *real = NULL, *rest, *out, *slash;
+	size_t cut = strlen(p), n;
+
+	for (;;) {
+		real = realpath(p, NULL);
+		if (real)
+			break;
+		slash = strrchr(p, '/');
+		if (!slash || slash == p)
+			break;
+		*slash = '\0';
+		cut = (size_t)(slash - p);
+	}
+	rest = prl_xstrdup(path + cut);
+	if (!real)
+		real = prl_xstrdup("/");
+	/* Append what does not exist, a component at a time. */
+	out = prl_xmalloc(strlen(real) + strlen(rest) + 2);
+	strcpy(out, real);
+	for (char *c = strtok(rest, "/"); c; c = strtok(NULL, "/")) {
+		if (!strcmp(c, "."))
+			continue;
+		n = strlen(out);
+		if (!strcmp(c, "..")) {
+			slash = strrchr(out, '/');
+			if (slash && slash != out)
+				*slash = '\0';
+			else
+				strcpy(out, "/");
+			continue;
+		}
+		if (n > 1)
+			out[n++] = '/';
+		strcpy(out + n, c);
+	}
+	free(rest);
+	free(real);
+	free(p);
+	return out;
+}
+
+struct fileid {
+	char *canon;		/* canon_path() of the image's path */
+	bool exists;		/* dev and ino are valid */
+	dev_t dev;
+	ino_t ino;
+	size_t i;		/* index in d->images */
+};
+
+static int fid_name_cmp(const void *a, const void *b)
+{
+	const struct fileid *x = a, *y = b;
+	int c = strcmp(x->canon, y->canon);
+
+	return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+static int fid_ino_cmp(const void *a, const void *b)
+{
+	const struct fileid *x = a, *y = b;
+
+	if (x->exists != y->exists)
+		return x->exists ? -1 : 1;
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	if (x->ino != y->ino)
+		return x->ino < y->ino ? -1 : 1;
+	return (x->i > y->i) - (x->i < y->i);
+}
+
+/*
+ * Names beside the descriptor that are its own: itself, its lock
+ * (prldisk's and ploop's), ploop's temporary copy and a backup.  prldisk's
+ * own temporary copies ("<name>.tmp.XXXXXX") are matched by prefix.
+ */
+static const char *const reserved_suffixes[] = {
+	"", ".lck", ".tmp", ".bak",
+};
+
+/* Which reserved name @canon is (a description), or NULL. */
+static const char *reserved(const char *canon, const char *desc_canon)
+{
+	size_t n = strlen(desc_canon), i;
+
+	if (strncmp(canon, desc_canon, n))
+		return NULL;
+	for (i = 0; i < sizeof(reserved_suffixes) / sizeof(*reserved_suffixes); i++)
+		if (!strcmp(canon + n, reserved_suffixes[i]))
+			break;
+	if (i == 0)
+		return "the descriptor itself";
+	if (i == 1)
+		return "the descriptor's lock file";
+	if (i < sizeof(reserved_suffixes) / sizeof(*reserved_suffixes) ||
+	    !strncmp(canon + n, ".tmp.", 5))
+		return "a temporary or backup copy of the descriptor";
+	return NULL;
+}
+
+/*
+ * Every layer has a file of its own, and none is one of the descriptor's
+ * files: two layers on one file would read each other's clusters, and
+ * switch or snapshot-delete would remove a file another layer (or the
+ * descriptor) lives in.  Names are compared canonical, and files that
+ * exist by device and inode (which also catches a hard link).
+ */
+static int check_files_distinct(struct ld *l)
+{
+	struct prl_desc *d = l->d;
+	struct fileid *f, dx = { 0 }, lk = { 0 };
+	char q1[QLEN], *desc_canon, *lock;
+	const char *what;
+	struct stat st;
+	size_t i, n = d->nr_images;
+	int r = 0;
+
+	if (!d->path)
+		return 0;
+	desc_canon = canon_path(d->path);
+	lock = prl_xasprintf("%s.lck", desc_canon);
+	dx.exists = !stat(desc_canon, &st);
+	dx.dev = st.st_dev;
+	dx.ino = st.st_ino;
+	lk.exists = !stat(lock, &st);
+	lk.dev = st.st_dev;
+	lk.ino = st.st_ino;
+	free(lock);
+
+	f = prl_xcalloc(n, sizeof(*f));
+	for (i = 0; i < n; i++) {
+		f[i].i = i;
+		f[i].canon = canon_path(d->images[i].path);
+		f[i].exists = !stat(f[i].canon, &st);
+		f[i].dev = st.st_dev;
+		f[i].ino = st.st_ino;
+	}
+	for (i = 0; i < n && !r; i++) {
+		const struct prl_desc_image *im = &d->images[f[i].i];
+
+		what = reserved(f[i].canon, desc_canon);
+		if (!what && f[i].exists && dx.exists && f[i].dev == dx.dev &&
+		    f[i].ino == dx.ino)
+			what = "the descriptor itself (another link to it)";
+		if (!what && f[i].exists && lk.exists && f[i].dev == lk.dev &&
+		    f[i].ino == lk.ino)
+			what = "the descriptor's lock file (another link to it)";
+		if (what)
+			r = ld_err(l, im->node,
+				   "Image %s: File '%s' is %s, a reserved name: an image cannot live there",
+				   im->guid, q(q1, im->file), what);
+	}
+	if (!r && n > 1) {
+		qsort(f, n, sizeof(*f), fid_name_cmp);
+		for (i = 1; i < n && !r; i++)
+			if (!strcmp(f[i - 1].canon, f[i].canon))
+				r = ld_err(l, d->images[f[i].i].node,
+					   "Images %s and %s name the same file %s: each layer needs a file of its own",
+					   d->images[f[i - 1].i].guid,
+					   d->images[f[i].i].guid, q(q1, f[i].canon));
+	}
+	if (!r && n > 1) {
+		qsort(f, n, sizeof(*f), fid_ino_cmp);
+		for (i = 1; i < n && !r && f[i].exists; i++)
+			if (f[i - 1].dev == f[i].dev && f[i - 1].ino == f[i].ino)
+				r = ld_err(l, d->images[f[i].i].node,
+					   "Images %s and %s are the same file (%s is a link to %s): each layer needs a file of its own",
+					   d->images[f[i - 1].i].guid,
+					   d->images[f[i].i].guid,
+					   d->images[f[i].i].file,
+					   d->images[f[i - 1].i].file);
+	}
+	for (i = 0; i < n; i++)
+		free(f[i].canon);
+	free(f);
+	free(desc_canon);
+	return r;
+}
+
 /* ---- extraction: document -> struct --------------------------------- */
 
 /* The fields extract() fills; the path, dir, doc and flags stay. */
@@ -830,6 +1018,8 @@ static int extract(struct ld *l, xmlDocPtr doc)
 		r = parse_snapshots(l, root);
 	if (!r)
 		r = check_tree(l);
+	if (!r)
+		r = check_files_distinct(l);
 	return r;
 }
 

@@ -80,7 +80,11 @@ struct prl_desc {
  * duplicate GUID, a File that is absolute or leaves the folder (unless
  * PRL_DESC_ALLOW_EXTERNAL), a Shot without an Image or an Image without a
  * Shot, a ParentGUID that names no Shot, zero or several roots, a cycle, a
- * top GUID that names no Shot or is BackupID, numbers that do not fit.
+ * top GUID that names no Shot or is BackupID, numbers that do not fit, two
+ * Images naming one file (the same canonical name, or the same device and
+ * inode for files that exist) or a File that is the descriptor itself, its
+ * lock (".lck"), a temporary or backup copy (".tmp", ".tmp.*", ".bak") or
+ * another link to the descriptor or the lock.
  * Files are not opened here (but the folder is checked for symlinks that
  * lead a File outside it, unless PRL_DESC_ALLOW_EXTERNAL).
  *

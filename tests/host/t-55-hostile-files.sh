@@ -65,3 +65,58 @@ rm "$top"
 "$PRLDISK" create other --size 64M >/dev/null
 cp other/root.hds "$top"
 "$PRLDISK" check --repair fifo >&2 || fail "item 1: the disk does not check after the FIFO is gone"
+
+# ---- item 6: two layers naming one file, or a reserved name --------------
+note "item 6: two layers naming one file, or a reserved file"
+# layered NAME FILE: a disk with one snapshot whose top's <File> is FILE
+# (the snapshot's file is root.hds); prints the snapshot's GUID
+layered() {
+	local g
+	"$PRLDISK" create "$1" --size 64M >/dev/null
+	g=$("$PRLDISK" snapshot --json "$1" | sed -n 's/.*"snapshot": *"\({[^}]*}\)".*/\1/p')
+	rm "$1"/root.hds.*
+	sed -i "s|<File>root.hds.{[^<]*}</File>|<File>$2</File>|" "$1/DiskDescriptor.xml"
+	echo "$g"
+}
+# hostile NAME WANT: info, check and switch all refuse the disk NAME and
+# switch leaves every file of it as it was
+hostile() {
+	local name=$1 want=$2 g=$3
+	files "$name" > "$name.before"
+	refused "$name-info" "$want" info "$name"
+	refused "$name-check" "$want" check "$name"
+	refused "$name-switch" "$want" switch "$name" "$g"
+	files "$name" > "$name.after"
+	diff "$name.before" "$name.after" >&2 || fail "item 6: $name: switch changed the folder"
+}
+
+g=$(layered same root.hds)
+hostile same "same file" "$g"
+g=$(layered dot ./root.hds)
+hostile dot "same file" "$g"
+g=$(layered hardlink link.hds)
+ln hardlink/root.hds hardlink/link.hds
+hostile hardlink "same file" "$g"
+g=$(layered symlink sym.hds)
+ln -s root.hds symlink/sym.hds
+hostile symlink "same file" "$g"
+g=$(layered desc DiskDescriptor.xml)
+hostile desc "reserved" "$g"
+g=$(layered desc2 ./sub/../DiskDescriptor.xml)
+mkdir desc2/sub
+hostile desc2 "reserved" "$g"
+g=$(layered lock DiskDescriptor.xml.lck)
+: > lock/DiskDescriptor.xml.lck
+hostile lock "reserved" "$g"
+g=$(layered tmp DiskDescriptor.xml.tmp)
+cp tmp/root.hds tmp/DiskDescriptor.xml.tmp
+hostile tmp "reserved" "$g"
+# A hard link to the descriptor under another name: the same file.
+g=$(layered desclink top.hds)
+ln desclink/DiskDescriptor.xml desclink/top.hds
+hostile desclink "reserved" "$g"
+# Two layers naming one missing file: refused by name.
+g=$(layered gone gone.hds)
+sed -i "s|<File>root.hds</File>|<File>gone.hds</File>|" gone/DiskDescriptor.xml
+rm gone/root.hds
+hostile gone "same file" "$g"

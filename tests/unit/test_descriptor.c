@@ -794,6 +794,47 @@ static void t_path_symlink(void **state)
 	prl_desc_free(ok(DOC(P64 S64(IMG(GT, "later/x.hds")) ONE_SNAP), 0));
 }
 
+/* Two layers on one file, or a layer on one of the descriptor's files. */
+#define SAME(fa, ft)	DOC(P64 S64(IMG(GA, fa) IMG(GT, ft))		\
+			    SNAPS(SHOT(GA, GN) SHOT(GT, GA)))
+
+static void t_path_same_file(void **state)
+{
+	struct prl_desc *d;
+
+	(void)state;
+	/* by name, whether the file exists or not */
+	refused(SAME("a.hds", "a.hds"), 0, "name the same file");
+	refused(SAME("a.hds", "./a.hds"), 0, "name the same file");
+	refused(SAME("a.hds", "sub/../a.hds"), 0, "name the same file");
+	put(at("a.hds"), "");
+	refused(SAME("a.hds", ".//a.hds"), 0, "name the same file");
+	/* another name for it: a symlink, a hard link */
+	assert_int_equal(symlink("a.hds", at("s.hds")), 0);
+	refused(SAME("a.hds", "s.hds"), 0, "name the same file");
+	assert_int_equal(link(at("a.hds"), at("h.hds")), 0);
+	refused(SAME("h.hds", "a.hds"), 0, "are the same file");
+	/* the descriptor's own files */
+	refused(SAME("a.hds", PRL_DESC_NAME), 0, "the descriptor itself");
+	refused(SAME("x/../" PRL_DESC_NAME, "a.hds"), 0, "reserved");
+	refused(SAME("a.hds", PRL_DESC_NAME ".lck"), 0, "lock file");
+	refused(SAME("a.hds", PRL_DESC_NAME ".tmp"), 0, "reserved");
+	refused(SAME("a.hds", PRL_DESC_NAME ".tmp.AbC123"), 0, "reserved");
+	refused(SAME("a.hds", PRL_DESC_NAME ".bak"), 0, "reserved");
+	/* ... also under another name, and with --allow-external-paths */
+	put(xml, SAME("a.hds", "b.hds"));
+	assert_int_equal(link(xml, at("desc.hds")), 0);
+	refused(SAME("a.hds", "desc.hds"), 0, "the descriptor itself");
+	refused(SAME("a.hds", "desc.hds"), PRL_DESC_ALLOW_EXTERNAL, "reserved");
+	refused(SAME("a.hds", "../d/a.hds"), PRL_DESC_ALLOW_EXTERNAL,
+		"name the same file");
+	/* names that merely start alike are fine */
+	d = ok(SAME("a.hds", PRL_DESC_NAME ".hds"), 0);
+	prl_desc_free(d);
+	d = ok(SAME("a.hds", "a.hds.{5fbaabe3-6958-40ff-92a7-860e329aab41}"), 0);
+	prl_desc_free(d);
+}
+
 /* ---- not XML, or XML with tricks ------------------------------------- */
 
 /* Run @doc through the loader with stderr caught: libxml2 must be quiet. */
@@ -1284,6 +1325,7 @@ int main(void)
 		T(t_elements),
 		T(t_path_escape),
 		T(t_path_symlink),
+		T(t_path_same_file),
 		T(t_doctype),
 		T(t_not_xml),
 		T(t_files),
