@@ -1370,22 +1370,38 @@ static int run(char *const argv[])
 	return 0;
 }
 
-/* QEMU copies the bitmap into a new qcow2 of the disk's size. */
+/*
+ * A file name as qemu-img must be given it: one that starts with '-'
+ * would be an option, one like "nbd:x" or "json:{...}" a protocol.  A
+ * path starting with '/' or "./" is always a plain file (malloc'ed).
+ */
+static char *qemu_file(const char *name)
+{
+	return name[0] == '/' ? prl_xstrdup(name) : prl_xasprintf("./%s", name);
+}
+
+/*
+ * QEMU copies the bitmap into a new qcow2 of the disk's size.  Every file
+ * name goes through qemu_file() and comes after "--".
+ */
 static int export_qcow2(const char *img, const struct prl_dirty_bitmap *bm,
 			const char *out)
 {
 	char size[32], gran[32];
-	char *create[] = { "qemu-img", "create", "-q", "-f", "qcow2", (char *)out,
+	char *qout = qemu_file(out), *qimg = qemu_file(img);
+	char *create[] = { "qemu-img", "create", "-q", "-f", "qcow2", "--", qout,
 			   size, NULL };
-	char *add[] = { "qemu-img", "bitmap", "--add", "-g", gran, (char *)out,
+	char *add[] = { "qemu-img", "bitmap", "--add", "-g", gran, "--", qout,
 			(char *)bm->id_text, NULL };
 	char *merge[] = { "qemu-img", "bitmap", "--merge", (char *)bm->id_text,
-			  "-b", (char *)img, "-F", "parallels", (char *)out,
+			  "-b", qimg, "-F", "parallels", "--", qout,
 			  (char *)bm->id_text, NULL };
+	int rc = EX_OK;
 
 	if (!access(out, F_OK)) {
 		fprintf(stderr, "%s: %s exists: not overwritten\n", prog, out);
-		return EX_FAIL;
+		rc = EX_FAIL;
+		goto out;
 	}
 	snprintf(size, sizeof(size), "%" PRIu64, bm->nb_sectors * 512);
 	snprintf(gran, sizeof(gran), "%" PRIu64, (uint64_t)bm->granularity * 512);
@@ -1393,11 +1409,15 @@ static int export_qcow2(const char *img, const struct prl_dirty_bitmap *bm,
 		fprintf(stderr, "%s: qemu-img could not export the bitmap to %s (is qemu-utils installed?)\n",
 			prog, out);
 		unlink(out);
-		return EX_FAIL;
+		rc = EX_FAIL;
+		goto out;
 	}
 	if (!cli.json)
 		printf("exported bitmap %s to %s\n", bm->id_text, out);
-	return EX_OK;
+out:
+	free(qout);
+	free(qimg);
+	return rc;
 }
 
 /*
