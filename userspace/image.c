@@ -468,6 +468,13 @@ int prl_image_truncate(struct prl_image *img, struct prl_err *err)
 	return fsync_img(img, err);
 }
 
+bool prl_cluster_size_ok(uint64_t sectors)
+{
+	return sectors >= PRL_CREATE_MIN_CLUSTER_SECTORS &&
+	       sectors <= PRL_CREATE_MAX_CLUSTER_SECTORS &&
+	       !(sectors & (sectors - 1));
+}
+
 /* Fill in the header of a new image for @o; 0 or -errno with @err set. */
 static int make_header(struct prl_header *h, const struct prl_create_opts *o,
 		       uint32_t cs, uint64_t *data_off, struct prl_err *err)

@@ -32,7 +32,7 @@ extern char **environ;
 #define PRLDISK_VERSION "0.4"
 
 const char *prog = "prldisk";
-struct prl_cli cli = { .fmt = PRL_V2, .cluster = 2048 };
+struct prl_cli cli = { .fmt = PRL_V2, .cluster = 2048, .cluster_arg = "1M" };
 
 static void usage_line(FILE *f)
 {
@@ -808,8 +808,9 @@ static int cmd_create(int argc, char **argv, uint64_t size, uint64_t cluster,
 		return die_usage("create takes one folder");
 	if (!size)
 		return die_usage("create needs --size");
-	if (cluster > PRL_MAX_CLUSTER_SECTORS)
-		return die_usage("--cluster-size may be at most 1G");
+	if (!prl_cluster_size_ok(cluster))
+		return die_usage("--cluster-size %s: ploop and QEMU both accept only powers of two from 32K to 64M",
+				 cli.cluster_arg);
 	dir = argv[0];
 	if (mkdir(dir, 0755) && errno != EEXIST) {
 		fprintf(stderr, "%s: cannot create %s: %s\n", prog, dir, strerror(errno));
@@ -884,6 +885,41 @@ static const char *delta_base(const struct prl_desc *d)
 	return "root.hds";
 }
 
+/*
+ * The cluster size of every expandable image of @d's chain from @guid
+ * down must be the descriptor's Blocksize, and that a size prldisk makes
+ * images with: a new layer on the chain gets it.
+ */
+static int check_blocksize(const struct prl_desc *d, const char *guid,
+			   struct prl_err *err)
+{
+	const struct prl_desc_image **chain;
+	struct prl_image *img;
+	size_t i, n;
+	int r;
+
+	r = prl_desc_chain(d, guid, &chain, &n, err);
+	for (i = 0; i < n && !r; i++) {
+		if (chain[i]->type != PRL_IMAGE_COMPRESSED)
+			continue;
+		r = prl_image_open(chain[i]->path, 0, &img, err);
+		if (r)
+			break;
+		if (img->geom.cluster_sectors != d->blocksize)
+			r = prl_errf(err, EINVAL,
+				     "%s: cluster size %u sectors, but the descriptor's Blocksize is %u: a new layer would not match the chain; correct <Blocksize> in %s",
+				     chain[i]->path, img->geom.cluster_sectors,
+				     d->blocksize, d->path);
+		prl_image_close(img, &(struct prl_err){ "" });
+	}
+	free(chain);
+	if (!r && !prl_cluster_size_ok(d->blocksize))
+		r = prl_errf(err, EINVAL,
+			     "%s: Blocksize %u sectors: prldisk makes new layers only with cluster sizes ploop and QEMU both accept, powers of two from 32K to 64M",
+			     d->path, d->blocksize);
+	return r;
+}
+
 /* A new empty image: @d's size and cluster size. */
 int prl_create_delta(const struct prl_desc *d, const char *path,
 			struct prl_err *err)
@@ -891,6 +927,10 @@ int prl_create_delta(const struct prl_desc *d, const char *path,
 	struct prl_create_opts o = { .size = d->disk_size,
 				     .cluster_sectors = d->blocksize, .fmt = PRL_V2 };
 
+	if (!prl_cluster_size_ok(d->blocksize))
+		return prl_errf(err, EINVAL,
+				"%s: Blocksize %u sectors: prldisk makes new layers only with cluster sizes ploop and QEMU both accept, powers of two from 32K to 64M",
+				d->path, d->blocksize);
 	return prl_image_create(path, &o, err);
 }
 
@@ -917,6 +957,10 @@ static int cmd_snapshot(int argc, char **argv)
 	free(xml);
 	if (rc)
 		return rc;
+	if (check_blocksize(d, d->top, &err)) {
+		prl_desc_free(d);
+		return fail_err(&err);
+	}
 	file = new_image_file(d, delta_base(d));
 	path = prl_xasprintf("%s/%s", d->dir, file);
 	prl_guid_new(snap);
@@ -1121,6 +1165,10 @@ static int cmd_switch(int argc, char **argv)
 	if (top->type == PRL_IMAGE_PLAIN) {
 		fprintf(stderr, "%s: the top is a Plain image: nothing to switch from\n", prog);
 		rc = EX_FAIL;
+		goto out;
+	}
+	if (check_blocksize(d, guid, &err)) {
+		rc = fail_err(&err);
 		goto out;
 	}
 	oldpath = prl_xstrdup(top->path);
@@ -1610,6 +1658,7 @@ int main(int argc, char **argv)
 		case OPT_CLUSTER:
 			if (parse_size(optarg, &cli.cluster, "--cluster-size"))
 				return EX_USAGE;
+			cli.cluster_arg = optarg;
 			break;
 		case OPT_FORMAT:
 			if (parse_format(optarg, &cli.fmt))
