@@ -990,7 +990,7 @@ static int probe_layer(struct layer *l, struct prl_err *err)
 				l->im->guid, strerror(errno));
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
 		return prl_errf(err, EINVAL,
-				"%s is a %s, not a regular file or a block device: not an image",
+				"%s is a %s, not a regular file or block device: not an image",
 				l->im->path, prl_file_type(st.st_mode));
 	l->blkdev = S_ISBLK(st.st_mode);
 	if (l->plain) {

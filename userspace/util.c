@@ -102,7 +102,7 @@ int prl_open_image_file(const char *path, int flags, struct stat *st,
 				strerror(errno));
 	if (!image_type(before.st_mode))
 		return prl_errf(err, EINVAL,
-				"%s is a %s, not a regular file or a block device: not an image",
+				"%s is a %s, not a regular file or block device: not an image",
 				path, prl_file_type(before.st_mode));
 	fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
