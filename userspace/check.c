@@ -1010,9 +1010,12 @@ static void check_in_use(struct ck *c)
 
 	if (c->in_use == PRL_IN_USE_CLOSED || c->in_use == PRL_IN_USE_CLOSED_OLD)
 		return;
-	/* ploop closes v1 images with 0 and v2 ones with "v2.1". */
-	c->new_in_use = c->fmt == PRL_V1 ? PRL_IN_USE_CLOSED_OLD :
-					   PRL_IN_USE_CLOSED;
+	/*
+	 * Closed as 0, in both versions: ploop 1.15 takes any other value,
+	 * "v2.1" (0x312e3276) included, for "dirty".  "v2.1" only vouches
+	 * for a dirty bitmap, and the extension is dropped below.
+	 */
+	c->new_in_use = PRL_IN_USE_CLOSED_OLD;
 	if (c->in_use == PRL_IN_USE_OPEN)
 		p = add(c, PRL_P_IN_USE, PRL_SEV_CORRUPT, -1, 0,
 			"the image was not closed cleanly (in_use is set)");

@@ -193,11 +193,13 @@ static int open_rw(struct prl_image *img, unsigned int flags,
 		return prl_errf(err, EBUSY,
 				"image %s is in use or was not closed cleanly: run prldisk check --repair",
 				img->path);
-	/* Keep the closed value the image had (ploop's v1 images use 0). */
-	if (img->geom.in_use != PRL_IN_USE_OPEN)
-		img->closed_in_use = img->geom.in_use;
-	else
-		img->closed_in_use = PRL_IN_USE_CLOSED_OLD;
+	/*
+	 * Closed as 0, whatever the image had: ploop 1.15 takes any other
+	 * value (the spec's 0x312e3276 included) for "dirty", QEMU writes 0
+	 * too, and 0x312e3276 only vouches for a dirty bitmap, which an
+	 * image opened here never has (see above).
+	 */
+	img->closed_in_use = PRL_IN_USE_CLOSED_OLD;
 	img->writable = true;
 	return write_in_use(img, PRL_IN_USE_OPEN, err);
 }
@@ -515,7 +517,6 @@ static int make_header(struct prl_header *h, const struct prl_create_opts *o,
 	h->tracks = htole32(cs);
 	h->bat_entries = htole32((uint32_t)bat);
 	h->nb_sectors = htole64(o->size);
-	/* ploop writes 0 into a v1 image, the spec's closed into v2. */
 	/*
 	 * Closed as 0, as QEMU and ploop write it: ploop 1.15 takes any other
 	 * value for "dirty".  0x312e3276 (closed v2.1) only matters for an
