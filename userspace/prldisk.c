@@ -920,6 +920,30 @@ static int check_blocksize(const struct prl_desc *d, const char *guid,
 	return r;
 }
 
+/*
+ * An offline snapshot freezes the top as it is: one that was not closed
+ * cleanly (a crash while it was active, a killed writer) would become a
+ * read-only layer with whatever its table lacks; repair it first.
+ */
+static int check_top_closed(const struct prl_desc *d, struct prl_err *err)
+{
+	const struct prl_desc_image *top = prl_desc_image(d, d->top);
+	struct prl_image *img;
+	int r;
+
+	if (!top || top->type != PRL_IMAGE_COMPRESSED)
+		return 0;
+	r = prl_image_open(top->path, 0, &img, err);
+	if (r)
+		return r;
+	if (img->geom.in_use == PRL_IN_USE_OPEN)
+		r = prl_errf(err, EBUSY,
+			     "%s: the top image was not closed cleanly (in_use is set): run prldisk check --repair %s first, then snapshot",
+			     top->path, d->path);
+	prl_image_close(img, &(struct prl_err){ "" });
+	return r;
+}
+
 /* A new empty image: @d's size and cluster size. */
 int prl_create_delta(const struct prl_desc *d, const char *path,
 			struct prl_err *err)
@@ -957,7 +981,8 @@ static int cmd_snapshot(int argc, char **argv)
 	free(xml);
 	if (rc)
 		return rc;
-	if (check_blocksize(d, d->top, &err)) {
+	if (check_blocksize(d, d->top, &err) ||
+	    (!online && check_top_closed(d, &err))) {
 		prl_desc_free(d);
 		return fail_err(&err);
 	}

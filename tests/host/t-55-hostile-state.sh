@@ -59,3 +59,20 @@ g=$("$PRLDISK" snapshot --json sd | sed -n 's/.*"snapshot": *"\({[^}]*}\)".*/\1/
 python3 "$patch" "$(top_of sd)" in_use=0x312e3276
 "$PRLDISK" snapshot-delete sd "$g" >&2
 ploop_ok "snapshot-delete" "$(top_of sd)"
+
+# ---- item 5: no offline snapshot of a top that was not closed cleanly ------
+note "item 5: snapshot of an unclean top"
+# files DIR: names and content, but for the lock file (taken, so made)
+files() { (cd "$1" && ls -A | grep -vx 'DiskDescriptor.xml.lck' | LC_ALL=C sort &&
+	sha256sum -- * | grep -v ' DiskDescriptor.xml.lck$' | LC_ALL=C sort); }
+"$PRLDISK" create un --size 64M --cluster-size 64K >&2
+"$PRLDISK" snapshot un >&2
+qemu-io -f parallels -c "write -P 11 0 1M" "$(top_of un)" >/dev/null
+python3 "$patch" "$(top_of un)" in_use=0x746f6e59
+files un > un.before
+expect_err "check --repair" "$PRLDISK" snapshot un
+files un > un.after
+diff un.before un.after >&2 || fail "item 5: a refused snapshot changed the folder"
+"$PRLDISK" check --repair un >&2 || fail "item 5: check --repair"
+"$PRLDISK" snapshot un >&2 || fail "item 5: snapshot after check --repair"
+expect_eq "$(ls un/root.hds* | wc -l)" 3 "item 5: images after the snapshot"
