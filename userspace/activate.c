@@ -61,8 +61,6 @@
 
 /* Room for "-<guid>" and the UUID prefix inside dm's 128-byte limits. */
 #define NAME_MAX_LEN	64
-/* A chain longer than this is a loop in the tables, not a disk. */
-#define MAX_DEPTH	1024
 
 /* ---- libdevmapper plumbing ---------------------------------------------- */
 
@@ -605,7 +603,8 @@ static void top_holder(dev_t dev, char *out, size_t len)
 
 	out[0] = 0;
 	snprintf(dir, sizeof(dir), "/sys/dev/block/%u:%u", major(dev), minor(dev));
-	for (depth = 0; depth < MAX_DEPTH; depth++) {
+	/* A stack higher than a chain may be is a loop, not a disk. */
+	for (depth = 0; depth < (int)PRL_MAX_CHAIN; depth++) {
 		struct dirent *e;
 		DIR *h;
 
@@ -1389,9 +1388,11 @@ static int chain_walk(const struct dmdev *top, struct chain *c, struct prl_err *
 			c->raw = low;
 			break;
 		}
-		if (c->n >= MAX_DEPTH)
-			return prl_errf(err, ELOOP, "%s: the chain of tables is too long",
-					top->name);
+		/* The chain limit of descriptors (descriptor.h): a loop. */
+		if (c->n >= PRL_MAX_CHAIN)
+			return prl_errf(err, ELOOP,
+					"%s: the chain of tables is longer than %u, the most a disk may have",
+					top->name, PRL_MAX_CHAIN);
 		if (c->n == cap) {
 			cap *= 2;
 			c->dm = realloc(c->dm, cap * sizeof(*c->dm));

@@ -401,15 +401,48 @@ static int check_symlinks(struct ld *l, xmlNodePtr n, const char *file,
 	return r;
 }
 
+/*
+ * A path the kernel could not take, or one deep enough to cost a
+ * realpath() per component (check_symlinks()), is refused before use.
+ */
+static int check_file_size(struct ld *l, xmlNodePtr n, const char *file)
+{
+	size_t len = strlen(file), comps = 0;
+	const char *s = file, *e;
+	char qb[QLEN];
+
+	if (len >= PATH_MAX)
+		return ld_err(l, n, "File '%s' is %zu bytes long: at most %d (PATH_MAX - 1) are supported",
+			      q(qb, file), len, PATH_MAX - 1);
+	while (*s) {
+		while (*s == '/')
+			s++;
+		e = strchrnul(s, '/');
+		if (e - s > NAME_MAX)
+			return ld_err(l, n, "File '%s' has a component of %td bytes: at most %d (NAME_MAX) are supported",
+				      q(qb, file), e - s, NAME_MAX);
+		comps += e > s;
+		s = e;
+	}
+	if (comps > PRL_DESC_MAX_FILE_DEPTH)
+		return ld_err(l, n, "File '%s' has %zu path components: at most %u are supported",
+			      q(qb, file), comps, PRL_DESC_MAX_FILE_DEPTH);
+	return 0;
+}
+
 static int check_file(struct ld *l, xmlNodePtr n, struct prl_desc_image *img)
 {
 	bool external = l->flags & PRL_DESC_ALLOW_EXTERNAL, escapes;
 	const char *file = img->file;
 	char qb[QLEN];
 	long depth;
+	int r;
 
 	if (!*file)
 		return ld_err(l, n, "<File> is empty");
+	r = check_file_size(l, n, file);
+	if (r)
+		return r;
 	if (file[0] == '/') {
 		if (!external)
 			return ld_err(l, n, "File '%s' is an absolute path"
@@ -425,6 +458,9 @@ static int check_file(struct ld *l, xmlNodePtr n, struct prl_desc_image *img)
 		return ld_err(l, n, "File '%s' names the folder itself, not a file",
 			      q(qb, file));
 	img->path = join(l->d->dir, file);
+	if (strlen(img->path) >= PATH_MAX)
+		return ld_err(l, n, "File '%s' makes a path of %zu bytes in %s: at most %d (PATH_MAX - 1) are supported",
+			      q(qb, file), strlen(img->path), l->d->dir, PATH_MAX - 1);
 	if (external)
 		return 0;
 	return check_symlinks(l, n, file, img->path);
@@ -690,10 +726,43 @@ static int check_cycles(struct ld *l)
 	return r;
 }
 
+/*
+ * No chain (from any Shot down to the root) longer than PRL_MAX_CHAIN, the
+ * limit activate, deactivate and status share.  The tree is acyclic: each
+ * Shot's depth is its parent's plus one, each computed once.
+ */
+static int check_depth(struct ld *l)
+{
+	struct prl_desc *d = l->d;
+	size_t *depth = prl_xcalloc(d->nr_shots, sizeof(*depth));	/* 0: not yet */
+	size_t i, j, k, base;
+	int r = 0;
+
+	for (i = 0; i < d->nr_shots && !r; i++) {
+		/* walk up to a Shot whose depth is known (or past the root) */
+		for (j = i; j != SIZE_MAX && !depth[j]; j = d->shots[j].parent_idx)
+			;
+		base = j == SIZE_MAX ? 0 : depth[j];
+		/* count the Shots walked, then number them top down */
+		for (k = i, j = 0; k != SIZE_MAX && !depth[k];
+		     k = d->shots[k].parent_idx)
+			j++;
+		for (k = i; k != SIZE_MAX && !depth[k]; k = d->shots[k].parent_idx)
+			depth[k] = base + j--;
+		if (depth[i] > PRL_MAX_CHAIN)
+			r = ld_err(l, d->shots[i].node,
+				   "the chain from Shot %s down to the root is %zu images deep: at most %u are supported",
+				   d->shots[i].guid, depth[i], PRL_MAX_CHAIN);
+	}
+	free(depth);
+	return r;
+}
+
 static int check_links(struct ld *l, const struct gref *ix, const struct gref *sx)
 {
 	struct prl_desc *d = l->d;
 	size_t i, root = SIZE_MAX;
+	int r;
 
 	for (i = 0; i < d->nr_shots; i++) {
 		struct prl_desc_shot *s = &d->shots[i];
@@ -730,7 +799,10 @@ static int check_links(struct ld *l, const struct gref *ix, const struct gref *s
 	if (root == SIZE_MAX && d->nr_shots)
 		return ld_err(l, NULL, "no root Shot (one with ParentGUID "
 			      PRL_GUID_NULL "): the ParentGUIDs form a cycle");
-	return check_cycles(l);
+	r = check_cycles(l);
+	if (!r)
+		r = check_depth(l);
+	return r;
 }
 
 static int check_tree(struct ld *l)
@@ -1110,6 +1182,65 @@ static xmlDocPtr xml_parse(const char *buf, size_t len, struct xml_state *st)
 	return doc;
 }
 
+/*
+ * Count start tags and attributes before libxml2 sees the bytes: it checks
+ * an element's attributes pairwise (100k of them took 19 s), and every
+ * element costs memory.  A lexer just good enough for counting: comments,
+ * CDATA and processing instructions are skipped, quotes are honoured
+ * inside a tag, and at a DOCTYPE it stops (the parser refuses those).
+ * What is not well-formed is left to the parser to refuse.
+ */
+static int prescan(const char *buf, size_t len, const char *name,
+		   struct prl_err *err)
+{
+	const char *p = buf, *end = buf + len, *x;
+	size_t elements = 0, attrs = 0;
+	char quote;
+
+#define STARTS(lit)	((size_t)(end - p) >= sizeof(lit) - 1 &&		\
+			 !memcmp(p, lit, sizeof(lit) - 1))
+#define SKIP_PAST(lit)	do {						\
+		x = memmem(p, (size_t)(end - p), lit, sizeof(lit) - 1);	\
+		p = x ? x + sizeof(lit) - 1 : end;				\
+	} while (0)
+	while (p < end) {
+		p = memchr(p, '<', (size_t)(end - p));
+		if (!p)
+			break;
+		if (STARTS("<!--")) {
+			p += 4;
+			SKIP_PAST("-->");
+		} else if (STARTS("<![CDATA[")) {
+			SKIP_PAST("]]>");
+		} else if (STARTS("<?")) {
+			SKIP_PAST("?>");
+		} else if (STARTS("<!")) {
+			break;		/* a DOCTYPE: refused by the parser */
+		} else if (STARTS("</")) {
+			SKIP_PAST(">");
+		} else {
+			if (++elements > PRL_DESC_MAX_ELEMENTS)
+				return prl_errf(err, E2BIG,
+						"%s has more than %u elements: too many for a DiskDescriptor.xml, refused",
+						name, PRL_DESC_MAX_ELEMENTS);
+			for (p++, quote = 0; p < end && (quote || *p != '>'); p++) {
+				if (quote) {
+					quote = *p == quote ? 0 : quote;
+				} else if (*p == '"' || *p == '\'') {
+					quote = *p;
+				} else if (*p == '=' && ++attrs > PRL_DESC_MAX_ATTRS) {
+					return prl_errf(err, E2BIG,
+							"%s has more than %u attributes: too many for a DiskDescriptor.xml, refused",
+							name, PRL_DESC_MAX_ATTRS);
+				}
+			}
+		}
+	}
+#undef STARTS
+#undef SKIP_PAST
+	return 0;
+}
+
 /* The absolute path of @path; its folder must exist for it to be real. */
 static char *abs_path(const char *path)
 {
@@ -1163,6 +1294,9 @@ static int parse_named(const char *buf, size_t len, const char *path,
 				"%s is larger than %u MiB: too big for a DiskDescriptor.xml, refused",
 				name,
 				PRL_DESC_MAX_BYTES >> 20);
+	r = prescan(buf, len, name, err);
+	if (r)
+		return r;
 	doc = xml_parse(buf, len, &st);
 	if (!doc && st.doctype)
 		return prl_errf(err, EINVAL,

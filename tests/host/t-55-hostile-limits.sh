@@ -1,0 +1,113 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Hostile sizes (issue 15): each fails fast, with a message.
+#   item 7: a descriptor larger than 1 MiB, with too many elements or
+#           attributes (libxml2 checks attributes pairwise: 100k took 19 s),
+#           a <File> longer than PATH_MAX or with too many components, a
+#           chain deeper than the one limit (1024) that activate,
+#           deactivate, status and info share (a 12,000-deep chain made
+#           info print 218 MB).
+set -eu
+. "$SRC/tests/vm/lib.sh"
+require_cmd python3 qemu-img qemu-io timeout
+patch=$SRC/tests/tools/patch-image.py
+
+# gen KIND DIR: a hostile DiskDescriptor.xml in DIR (see the cases below)
+gen() {
+	mkdir -p "$2"
+	python3 - "$1" "$2/DiskDescriptor.xml" <<'PY'
+import sys
+
+kind, out = sys.argv[1], sys.argv[2]
+NULL = '{00000000-0000-0000-0000-000000000000}'
+TOP = '{5fbaabe3-6958-40ff-92a7-860e329aab41}'
+
+
+def guid(i):
+    return '{%08x-0000-4000-8000-%012x}' % (i, i)
+
+
+def doc(files, root_attrs='', extra='', top_file=None):
+    """A chain: files[0] the root ... files[-1] the top."""
+    n = len(files)
+    g = [guid(i + 1) for i in range(n - 1)] + [TOP]
+    imgs = ''.join('<Image><GUID>%s</GUID><Type>Compressed</Type><File>%s</File></Image>\n'
+                   % (g[i], files[i]) for i in range(n))
+    shots = ''.join('<Shot><GUID>%s</GUID><ParentGUID>%s</ParentGUID></Shot>\n'
+                    % (g[i], g[i - 1] if i else NULL) for i in range(n))
+    return ('<?xml version="1.0"?>\n<Parallels_disk_image%s>\n'
+            '<Disk_Parameters><Disk_size>131072</Disk_size><Cylinders>130</Cylinders>'
+            '<Heads>16</Heads><Sectors>63</Sectors><Padding>0</Padding></Disk_Parameters>\n'
+            '<StorageData><Storage><Start>0</Start><End>131072</End><Blocksize>2048</Blocksize>\n'
+            '%s</Storage></StorageData>\n<Snapshots><TopGUID>%s</TopGUID>\n%s</Snapshots>%s\n'
+            '</Parallels_disk_image>\n' % (root_attrs, imgs, TOP, shots, extra))
+
+
+if kind == 'big':          # 2 MiB, most of it a comment
+    s = doc(['root.hds'], extra='<!-- %s -->' % ('x' * (2 << 20)))
+elif kind == 'attrs':      # 100k attributes on one element, under 1 MiB
+    s = doc(['root.hds'], root_attrs=''.join(' a%d=""' % i for i in range(100000)))
+elif kind == 'elements':   # 200k unknown elements, under 1 MiB
+    s = doc(['root.hds'], extra='<x/>' * 200000)
+elif kind == 'longpath':   # a File of 6001 bytes: longer than PATH_MAX
+    s = doc(['a/' * 3000 + 'x'])
+elif kind == 'components':  # a File of 100 components, 200 bytes
+    s = doc(['a/' * 99 + 'x'])
+elif kind == 'hugepath':   # 400k components, 800 KB
+    s = doc(['a/' * 400000 + 'x'])
+elif kind.startswith('chain'):  # chainN: N images deep
+    s = doc(['root.hds'] + ['root.hds.%d' % i for i in range(1, int(kind[5:]))])
+else:
+    raise SystemExit('unknown kind ' + kind)
+open(out, 'w').write(s)
+PY
+}
+
+# fast NAME WANT CMD...: prldisk CMD... fails within 3 s, saying WANT in
+# one line; its time goes to the log.
+fast() {
+	local name=$1 want=$2 t0 ms
+	shift 2
+	t0=$(date +%s%N)
+	rc=0
+	timeout -k 2 60 "$PRLDISK" "$@" > "$name.out" 2> "$name.err" || rc=$?
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	note "$name: prldisk $1: status $rc in $ms ms, $(wc -c < "$name.out") bytes out: $(head -c 200 "$name.err")"
+	[ "$rc" -ne 0 ] || fail "item 7: $name: prldisk $* succeeded"
+	[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || fail "item 7: $name: prldisk $* did not end in 60 s"
+	[ "$ms" -lt 3000 ] || fail "item 7: $name: prldisk $* took $ms ms"
+	grep -qF -- "$want" "$name.err" ||
+		fail "item 7: $name: '$(head -c 300 "$name.err")' does not say '$want'"
+	expect_eq "$(wc -l < "$name.err")" 1 "item 7: $name: lines on stderr"
+}
+
+# ---- item 7: limits that fail fast -----------------------------------------
+note "item 7: limits"
+gen big big
+fast big "larger than 1 MiB" info big
+gen attrs attrs
+[ "$(stat -c %s attrs/DiskDescriptor.xml)" -lt $((1 << 20)) ] || fail "attrs: too big to test"
+fast attrs "attributes" info attrs
+fast attrs-check "attributes" check attrs
+gen elements elements
+fast elements "elements" info elements
+gen longpath longpath
+fast longpath "PATH_MAX" info longpath
+gen components components
+fast components "components" info components
+gen hugepath hugepath
+fast hugepath "PATH_MAX" info hugepath
+gen chain1025 chain1025
+fast chain1025 "at most 1024" info chain1025
+fast chain1025-check "at most 1024" check chain1025
+gen chain12000 chain12000
+fast chain12000 "larger than 1 MiB" info chain12000
+# The limit itself is a disk: 1024 images load (info says each is missing).
+gen chain1024 chain1024
+rc=0; timeout 60 "$PRLDISK" info chain1024 > chain1024.out 2> chain1024.err || rc=$?
+expect_eq "$rc" 1 "item 7: info of a 1024-deep chain whose files are missing"
+! grep -q "at most" chain1024.err || fail "item 7: a 1024-deep chain is refused: $(head -c 300 chain1024.err)"
+expect_eq "$(grep -c 'No such file' chain1024.out)" 1024 "item 7: images info lists"
+[ "$(wc -c < chain1024.out)" -lt $((8 << 20)) ] || fail "item 7: info of 1024 images printed $(wc -c < chain1024.out) bytes"
+note "chain1024: info printed $(wc -c < chain1024.out) bytes"
