@@ -7,7 +7,11 @@
 #           a <File> longer than PATH_MAX or with too many components, a
 #           chain deeper than the one limit (1024) that activate,
 #           deactivate, status and info share (a 12,000-deep chain made
-#           info print 218 MB).
+#           info print 218 MB);
+#   item 8: check --repair of a BAT whose entries share clusters needs a
+#           copy for each: refused, before writing anything, when the file
+#           system has not that much free space (on a small tmpfs); it
+#           used to copy until the file system was full.
 set -eu
 . "$SRC/tests/vm/lib.sh"
 require_cmd python3 qemu-img qemu-io timeout
@@ -74,11 +78,11 @@ fast() {
 	timeout -k 2 60 "$PRLDISK" "$@" > "$name.out" 2> "$name.err" || rc=$?
 	ms=$((($(date +%s%N) - t0) / 1000000))
 	note "$name: prldisk $1: status $rc in $ms ms, $(wc -c < "$name.out") bytes out: $(head -c 200 "$name.err")"
-	[ "$rc" -ne 0 ] || fail "item 7: $name: prldisk $* succeeded"
-	[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || fail "item 7: $name: prldisk $* did not end in 60 s"
-	[ "$ms" -lt 3000 ] || fail "item 7: $name: prldisk $* took $ms ms"
+	[ "$rc" -ne 0 ] || fail "$name: prldisk $* succeeded"
+	[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || fail "$name: prldisk $* did not end in 60 s"
+	[ "$ms" -lt 3000 ] || fail "$name: prldisk $* took $ms ms"
 	grep -qF -- "$want" "$name.err" ||
-		fail "item 7: $name: '$(head -c 300 "$name.err")' does not say '$want'"
+		fail "$name: '$(head -c 300 "$name.err")' does not say '$want'"
 	expect_eq "$(wc -l < "$name.err")" 1 "item 7: $name: lines on stderr"
 }
 
@@ -111,3 +115,41 @@ expect_eq "$rc" 1 "item 7: info of a 1024-deep chain whose files are missing"
 expect_eq "$(grep -c 'No such file' chain1024.out)" 1024 "item 7: images info lists"
 [ "$(wc -c < chain1024.out)" -lt $((8 << 20)) ] || fail "item 7: info of 1024 images printed $(wc -c < chain1024.out) bytes"
 note "chain1024: info printed $(wc -c < chain1024.out) bytes"
+
+# ---- item 8: a repair that needs more space than there is -----------------
+note "item 8: check --repair and free space"
+[ "$(id -u)" = 0 ] || skip "item 8 mounts a small tmpfs: run as root"
+mkdir small
+mount -t tmpfs -o size=8M tmpfs small
+at_exit "! mountpoint -q '$T/small' || umount '$T/small'"
+entry() { od -An -tu4 -j$((64 + 4 * $2)) -N4 "$1" | tr -d ' '; }
+# shared IMAGE N: 64 KiB clusters, 16 MiB: 256 entries; cluster 0 written,
+# then entries 1..N made to share its cluster (each needs a copy of its
+# own: N * 64 KiB).  Made outside the tmpfs (QEMU preallocates 128 MiB).
+shared() {
+	local e0 i args=() tmp=$T/shared.hds
+	rm -f "$1" "$tmp"
+	qemu-img create -q -f parallels -o cluster_size=64k "$tmp" 16M
+	qemu-io -f parallels -c "write -P 0x5a 0 64k" "$tmp" >/dev/null
+	e0=$(entry "$tmp" 0)
+	for i in $(seq 1 "$2"); do args+=("bat[$i]=$e0"); done
+	python3 "$patch" "$tmp" "${args[@]}"
+	mv "$tmp" "$1"
+}
+shared small/dup.hds 255		# 16 MiB of copies, 8 MiB of room
+sha256sum small/dup.hds > dup.sum
+free0=$(df -B1 --output=avail small | tail -n 1)
+fast dup-repair "needs" check --repair small/dup.hds
+grep -qF "16 MiB" dup-repair.err || fail "item 8: the message does not say how much is needed"
+sha256sum -c --quiet dup.sum >&2 || fail "item 8: a refused repair changed the image"
+expect_eq "$(df -B1 --output=avail small | tail -n 1)" "$free0" "item 8: free space after a refused repair"
+rc=0; "$PRLDISK" check small/dup.hds >&2 || rc=$?
+expect_eq "$rc" 2 "item 8: the image is still found corrupt"
+# One that fits is repaired, and reads the same.
+shared small/fit.hds 15			# 960 KiB of copies
+qemu-img convert -f parallels -O raw small/fit.hds fit.before.raw
+rc=0; "$PRLDISK" check --repair small/fit.hds >&2 || rc=$?
+expect_eq "$rc" 0 "item 8: repair of 15 shared entries"
+qemu-img convert -f parallels -O raw small/fit.hds fit.after.raw
+cmp fit.before.raw fit.after.raw || fail "item 8: the repair changed what the disk reads"
+qemu-img check -q -f parallels small/fit.hds || fail "item 8: qemu-img check after the repair"
