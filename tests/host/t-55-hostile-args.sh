@@ -38,8 +38,9 @@ mkdir -- -dir
 note "item 3: cluster sizes"
 for cs in 512 3K 16K 96K 128M 1G; do
 	expect_err "32K to 64M" "$PRLDISK" create "c$cs" --size 64M --cluster-size "$cs"
-	[ ! -e "c$cs/DiskDescriptor.xml" ] && [ ! -e "c$cs/root.hds" ] ||
+	if [ -e "c$cs/DiskDescriptor.xml" ] || [ -e "c$cs/root.hds" ]; then
 		fail "item 3: a refused create --cluster-size $cs left files"
+	fi
 done
 for cs in 32K 64K 1M 64M; do
 	"$PRLDISK" create "c$cs" --size 64M --cluster-size "$cs" >&2
@@ -53,9 +54,13 @@ done
 
 # A descriptor whose Blocksize is not its images' cluster size: snapshot
 # would add a layer with another grid.  Refused, nothing written.
-# files DIR: names and content, but for the lock file (taken, so made)
-files() { (cd "$1" && ls -A | grep -vx 'DiskDescriptor.xml.lck' | LC_ALL=C sort &&
-	sha256sum -- * | grep -v ' DiskDescriptor.xml.lck$' | LC_ALL=C sort); }
+# files DIR: names, types and content, but for the lock file (taken, so made)
+files() {
+	(cd "$1" && find . -mindepth 1 -maxdepth 1 ! -name DiskDescriptor.xml.lck -printf '%P %y\n' |
+		LC_ALL=C sort &&
+		find . -mindepth 1 -maxdepth 1 -type f ! -name DiskDescriptor.xml.lck -exec sha256sum {} + |
+		LC_ALL=C sort)
+}
 "$PRLDISK" create bs --size 64M >&2	# 1 MiB clusters
 sed -i 's|<Blocksize>2048</Blocksize>|<Blocksize>128</Blocksize>|' bs/DiskDescriptor.xml
 files bs > bs.before

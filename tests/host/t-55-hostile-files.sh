@@ -20,7 +20,7 @@ run() {
 	shift
 	rc=0
 	timeout -k 2 20 "$PRLDISK" "$@" > "$name.out" 2> "$name.err" || rc=$?
-	[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || fail "$name: prldisk $* hangs"
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then fail "$name: prldisk $* hangs"; fi
 	[ "$rc" -lt 128 ] || fail "$name: prldisk $* died with status $rc"
 }
 # refused NAME WANT ARGS...: prldisk ARGS fails, saying WANT (on stderr,
@@ -35,8 +35,12 @@ refused() {
 		fail "$name: prldisk $*: '$(head -c 300 "$name.err")' does not say '$want'"
 	note "$name: refused: $(grep -F -- "$want" "$name.err" | head -n 1)"
 }
-# files DIR: the folder's names, sizes and content, to compare
-files() { (cd "$1" && ls -A | LC_ALL=C sort && sha256sum -- * | LC_ALL=C sort); }
+# files DIR: the folder's names, types and content, to compare
+files() {
+	(cd "$1" && find . -mindepth 1 -maxdepth 1 -printf '%P %y\n' | LC_ALL=C sort &&
+		find . -mindepth 1 -maxdepth 1 \( -type f -o -type l \) -exec sha256sum {} + |
+		LC_ALL=C sort)
+}
 
 # ---- item 1: a FIFO in place of an image ---------------------------------
 note "item 1: a FIFO in place of an image"

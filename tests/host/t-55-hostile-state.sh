@@ -62,9 +62,13 @@ ploop_ok "snapshot-delete" "$(top_of sd)"
 
 # ---- item 5: no offline snapshot of a top that was not closed cleanly ------
 note "item 5: snapshot of an unclean top"
-# files DIR: names and content, but for the lock file (taken, so made)
-files() { (cd "$1" && ls -A | grep -vx 'DiskDescriptor.xml.lck' | LC_ALL=C sort &&
-	sha256sum -- * | grep -v ' DiskDescriptor.xml.lck$' | LC_ALL=C sort); }
+# files DIR: names, types and content, but for the lock file (taken, so made)
+files() {
+	(cd "$1" && find . -mindepth 1 -maxdepth 1 ! -name DiskDescriptor.xml.lck -printf '%P %y\n' |
+		LC_ALL=C sort &&
+		find . -mindepth 1 -maxdepth 1 -type f ! -name DiskDescriptor.xml.lck -exec sha256sum {} + |
+		LC_ALL=C sort)
+}
 "$PRLDISK" create un --size 64M --cluster-size 64K >&2
 "$PRLDISK" snapshot un >&2
 qemu-io -f parallels -c "write -P 11 0 1M" "$(top_of un)" >/dev/null
@@ -75,4 +79,4 @@ files un > un.after
 diff un.before un.after >&2 || fail "item 5: a refused snapshot changed the folder"
 "$PRLDISK" check --repair un >&2 || fail "item 5: check --repair"
 "$PRLDISK" snapshot un >&2 || fail "item 5: snapshot after check --repair"
-expect_eq "$(ls un/root.hds* | wc -l)" 3 "item 5: images after the snapshot"
+expect_eq "$(find un -name 'root.hds*' | wc -l)" 3 "item 5: images after the snapshot"
