@@ -61,8 +61,6 @@
 
 /* Room for "-<guid>" and the UUID prefix inside dm's 128-byte limits. */
 #define NAME_MAX_LEN	64
-/* A chain longer than this is a loop in the tables, not a disk. */
-#define MAX_DEPTH	1024
 
 /* ---- libdevmapper plumbing ---------------------------------------------- */
 
@@ -605,7 +603,8 @@ static void top_holder(dev_t dev, char *out, size_t len)
 
 	out[0] = 0;
 	snprintf(dir, sizeof(dir), "/sys/dev/block/%u:%u", major(dev), minor(dev));
-	for (depth = 0; depth < MAX_DEPTH; depth++) {
+	/* A stack higher than a chain may be is a loop, not a disk. */
+	for (depth = 0; depth < (int)PRL_MAX_CHAIN; depth++) {
 		struct dirent *e;
 		DIR *h;
 
@@ -712,12 +711,16 @@ int prl_disk_lock(const struct prl_desc *d, struct prl_err *err)
 int prl_lock_path(const char *xml, struct prl_err *err)
 {
 	char *p = prl_xasprintf("%s.lck", xml);
+	struct stat st;
 	int fd, e;
 
-	fd = open(p, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+	/* O_NONBLOCK: a FIFO put there must not make us wait. */
+	fd = open(p, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+		  O_CLOEXEC, 0644);
 	if (fd < 0 && (errno == EROFS || errno == EACCES)) {
 		e = errno;
-		fd = open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		fd = open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+			  O_CLOEXEC);
 		if (fd < 0 && errno == ENOENT)
 			errno = e;
 	}
@@ -726,6 +729,14 @@ int prl_lock_path(const char *xml, struct prl_err *err)
 		prl_errf(err, e, "cannot open the lock file %s: %s", p, strerror(e));
 		free(p);
 		return -e;
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		close(fd);
+		prl_errf(err, EINVAL,
+			 "the lock file %s is not a regular file: remove it, then try again",
+			 p);
+		free(p);
+		return -EINVAL;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB)) {
 		e = errno;
@@ -802,9 +813,9 @@ int loop_attach(const char *path, bool ro, struct loopdev *l,
 	long nr;
 
 	l->fd = -1;
-	file = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	file = prl_open_image_file(path, ro ? O_RDONLY : O_RDWR, NULL, err);
 	if (file < 0)
-		return prl_errf(err, errno, "cannot open %s: %s", path, strerror(errno));
+		return file;
 	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
 	if (ctl < 0) {
 		r = prl_errf(err, errno, "cannot open /dev/loop-control: %s (is the loop module loaded?)",
@@ -977,14 +988,14 @@ static int probe_layer(struct layer *l, struct prl_err *err)
 		return prl_errf(err, errno, "image %s of %s: %s", l->im->path,
 				l->im->guid, strerror(errno));
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-		return prl_errf(err, EINVAL, "image %s is not a file or a block device",
-				l->im->path);
+		return prl_errf(err, EINVAL,
+				"%s is a %s, not a regular file or block device: not an image",
+				l->im->path, prl_file_type(st.st_mode));
 	l->blkdev = S_ISBLK(st.st_mode);
 	if (l->plain) {
-		fd = open(l->im->path, O_RDONLY | O_CLOEXEC);
+		fd = prl_open_image_file(l->im->path, O_RDONLY, NULL, err);
 		if (fd < 0)
-			return prl_errf(err, errno, "cannot open %s: %s", l->im->path,
-					strerror(errno));
+			return fd;
 		r = prl_fd_size(fd, &bytes);
 		close(fd);
 		if (r)
@@ -1094,10 +1105,9 @@ static int pre_extend(struct act *a, struct layer *l, struct prl_err *err)
 
 	if (l->ro || l->plain || l->blkdev)
 		return 0;
-	fd = open(l->im->path, O_WRONLY | O_CLOEXEC);
+	fd = prl_open_image_file(l->im->path, O_WRONLY, NULL, err);
 	if (fd < 0)
-		return prl_errf(err, errno, "cannot open %s: %s", l->im->path,
-				strerror(errno));
+		return fd;
 	if (fstat(fd, &st)) {
 		r = prl_errf(err, errno, "%s: %s", l->im->path, strerror(errno));
 	} else if ((uint64_t)st.st_size < l->grow_bytes) {
@@ -1378,9 +1388,11 @@ static int chain_walk(const struct dmdev *top, struct chain *c, struct prl_err *
 			c->raw = low;
 			break;
 		}
-		if (c->n >= MAX_DEPTH)
-			return prl_errf(err, ELOOP, "%s: the chain of tables is too long",
-					top->name);
+		/* The chain limit of descriptors (descriptor.h): a loop. */
+		if (c->n >= PRL_MAX_CHAIN)
+			return prl_errf(err, ELOOP,
+					"%s: the chain of tables is longer than %u, the most a disk may have",
+					top->name, PRL_MAX_CHAIN);
 		if (c->n == cap) {
 			cap *= 2;
 			c->dm = realloc(c->dm, cap * sizeof(*c->dm));

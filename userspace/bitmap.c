@@ -201,9 +201,9 @@ int prl_bitmap_clear(const char *path, struct prl_err *err)
 		goto out;
 	}
 	/* O_EXCL: a block device the kernel holds (a dm table) is EBUSY. */
-	fd = open(path, O_RDWR | O_EXCL | O_CLOEXEC);
+	fd = prl_open_image_file(path, O_RDWR | O_EXCL, NULL, err);
 	if (fd < 0) {
-		r = prl_errf(err, errno, "%s: %s", path, strerror(errno));
+		r = fd;
 		goto out;
 	}
 	/* Open while it changes: a crash leaves a bitmap nobody trusts. */
@@ -263,9 +263,9 @@ int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 			     path);
 		goto out;
 	}
-	fd = open(path, O_RDWR | O_CLOEXEC);
+	fd = prl_open_image_file(path, O_RDWR, NULL, err);
 	if (fd < 0) {
-		r = prl_errf(err, errno, "%s: %s", path, strerror(errno));
+		r = fd;
 		goto out;
 	}
 	ext = prl_xcalloc(1, cb);

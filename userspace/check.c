@@ -14,6 +14,8 @@
  *
  * Repair order (do_repair()), so that a crash during a repair leaves an
  * image no worse than before, which checks (and repairs) again:
+ *   0. refuse (write nothing) if the file system lacks the free space the
+ *      steps below can add to a file image (check_room()).
  *   1. extend the file where it ends inside a used cluster, the BAT or
  *      before the data area (zeros: what QEMU reads there now); fsync.
  *   2. zero the BAT entries to drop (they point at nothing valid); fsync.
@@ -46,6 +48,7 @@
 #include <dirent.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -86,6 +89,7 @@ struct use {
 };
 
 struct ck {
+	const char *path;	/* for messages */
 	int fd;
 	bool blk, repair;
 	const struct prl_check_opts *o;
@@ -1010,9 +1014,12 @@ static void check_in_use(struct ck *c)
 
 	if (c->in_use == PRL_IN_USE_CLOSED || c->in_use == PRL_IN_USE_CLOSED_OLD)
 		return;
-	/* ploop closes v1 images with 0 and v2 ones with "v2.1". */
-	c->new_in_use = c->fmt == PRL_V1 ? PRL_IN_USE_CLOSED_OLD :
-					   PRL_IN_USE_CLOSED;
+	/*
+	 * Closed as 0, in both versions: ploop 1.15 takes any other value,
+	 * "v2.1" (0x312e3276) included, for "dirty".  "v2.1" only vouches
+	 * for a dirty bitmap, and the extension is dropped below.
+	 */
+	c->new_in_use = PRL_IN_USE_CLOSED_OLD;
 	if (c->in_use == PRL_IN_USE_OPEN)
 		p = add(c, PRL_P_IN_USE, PRL_SEV_CORRUPT, -1, 0,
 			"the image was not closed cleanly (in_use is set)");
@@ -1132,8 +1139,90 @@ static int write_bat(struct ck *c, uint32_t lo, uint32_t hi,
 	return sync_fd(c, "writing the BAT", err);
 }
 
+/* @bytes for a message, rounded up: "960 KiB", "16 MiB", "2 GiB". */
+static const char *space(char *buf, size_t len, uint64_t bytes, bool up)
+{
+	static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB" };
+	uint64_t div = 1024;
+	size_t i = 0;
+
+	while (i < 3 && bytes >= div * 1024 * 10)
+		div *= 1024, i++;
+	snprintf(buf, len, "%" PRIu64 " %s", bytes / div +
+		 (up && bytes % div), unit[i]);
+	return buf;
+}
+
 /*
- * Order: (1) grow the file where it is short, (2) zero the entries to drop
+ * The most a repair can add to the file (the same choices do_repair()
+ * makes): the extension of a short file, a new cluster for each shared
+ * entry, and the compaction's copies (into holes that may be sparse).
+ * *@copies: the shared entries that get a copy.
+ */
+static uint64_t repair_growth(const struct ck *c, uint64_t *copies)
+{
+	uint64_t bytes = 0, alloc = c->end;
+	uint32_t i;
+
+	*copies = 0;
+	if (c->extend_to > c->fbytes)
+		bytes += c->extend_to - c->fbytes;
+	for (i = 0; i < c->nread; i++) {
+		if (c->st[i] != E_DUP)
+			continue;
+		if ((c->blk && (alloc + c->cs) * SECT > c->fbytes) ||
+		    alloc / c->off_mult > UINT32_MAX)
+			continue;
+		(*copies)++;
+		alloc += c->cs;
+	}
+	return bytes + (*copies + c->nmoves) * c->csb;
+}
+
+/*
+ * Refuse a repair the file system has no room for, before it writes a
+ * byte: entries sharing one cluster each need a copy, and a BAT of 2^28
+ * entries sharing one can ask for terabytes.  A block device has its own
+ * bound (its size), checked per cluster.
+ */
+static int check_room(struct ck *c, struct prl_err *err)
+{
+	char a[32], b[32], why[160];
+	struct statvfs sv;
+	uint64_t need, avail, copies;
+	size_t n = 0;
+
+	if (c->blk)
+		return 0;
+	need = repair_growth(c, &copies);
+	if (!need)
+		return 0;
+	if (fstatvfs(c->fd, &sv))
+		return prl_errf(err, errno, "%s: cannot tell the free space of its file system: %s",
+				c->path, strerror(errno));
+	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (need <= avail)
+		return 0;
+	why[0] = 0;
+	if (copies)
+		n += (size_t)snprintf(why + n, sizeof(why) - n,
+				      ", a copy of a shared cluster for each of %" PRIu64 " entries",
+				      copies);
+	if (c->nmoves && n < sizeof(why))
+		n += (size_t)snprintf(why + n, sizeof(why) - n,
+				      ", %zu clusters moved", c->nmoves);
+	if (c->extend_to > c->fbytes && n < sizeof(why))
+		snprintf(why + n, sizeof(why) - n, ", the file extended to %" PRIu64 " bytes",
+			 c->extend_to);
+	return prl_errf(err, ENOSPC,
+			"%s: the repair needs %s of free space (%" PRIu64 " bytes%s), but its file system has %s (%" PRIu64 " bytes) free: nothing was changed; make room, or copy the image to a larger file system and repair it there",
+			c->path, space(a, sizeof(a), need, true), need, why,
+			space(b, sizeof(b), avail, false), avail);
+}
+
+/*
+ * Order: (0) check the file system has room for it all, (1) grow the file
+ * where it is short, (2) zero the entries to drop
  * (they point at nothing valid, so nothing depends on them), (3) copy the
  * shared clusters to new clusters, fsync, (4) point the duplicates at their
  * copies, fsync, (5) header, fsync, (6) truncate the tail, fsync.  A crash
@@ -1148,6 +1237,11 @@ static int do_repair(struct ck *c, struct prl_err *err)
 	void *buf = NULL;
 	size_t k;
 	int r;
+
+	/* 0. free space for what follows */
+	r = check_room(c, err);
+	if (r)
+		return r;
 
 	/* 1. room */
 	if (c->extend_to > c->fbytes) {
@@ -1409,27 +1503,21 @@ static int open_image(const char *path, bool repair, bool *blk,
 	struct stat st;
 	int fd, r;
 
-	fd = open(path, (repair ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	fd = prl_open_image_file(path, repair ? O_RDWR : O_RDONLY, &st, err);
 	if (fd < 0)
-		return prl_errf(err, errno, "cannot open %s: %s", path,
-				strerror(errno));
-	if (fstat(fd, &st) || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
-		close(fd);
-		return prl_errf(err, EINVAL, "%s is not a regular file or a block device",
-				path);
-	}
+		return fd;
 	*blk = S_ISBLK(st.st_mode);
 	if (!repair)
 		return fd;
 	if (*blk) {
 		/* Not while a dm table (or a mount) holds it. */
 		close(fd);
-		fd = open(path, O_RDWR | O_EXCL | O_CLOEXEC);
-		if (fd < 0) {
-			r = errno;
-			return prl_errf(err, r, "%s is in use: %s", path,
-					strerror(r));
-		}
+		fd = prl_open_image_file(path, O_RDWR | O_EXCL, NULL, err);
+		if (fd == -EBUSY)
+			return prl_errf(err, EBUSY, "%s is in use: %s", path,
+					strerror(EBUSY));
+		if (fd < 0)
+			return fd;
 	} else if (backs_loop(&st, loop, sizeof(loop))) {
 		close(fd);
 		return prl_errf(err, EBUSY,
@@ -1468,6 +1556,7 @@ int prl_check(const char *path, const struct prl_check_opts *o,
 		last = !repair || n == PRL_CHECK_PASSES;
 		memset(&c, 0, sizeof(c));
 		memset(&pass, 0, sizeof(pass));
+		c.path = path;
 		c.fd = fd;
 		c.blk = blk;
 		c.repair = !last;

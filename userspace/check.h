@@ -102,6 +102,9 @@ struct prl_check_opts {
  * repaired image compacts them).  An unknown NECESSARY extension feature
  * means nothing is written at all.  Block devices: checked and repaired,
  * but never extended or truncated, and room after the image is no tail.
+ * A repair of a file image that could need more than the free space of
+ * its file system (shared clusters each get a copy) writes nothing and
+ * returns -ENOSPC with the amount in the message.
  * The report lists problems of every pass, each with repaired / fix.
  */
 int prl_check(const char *path, const struct prl_check_opts *o,

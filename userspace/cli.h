@@ -26,6 +26,7 @@ struct prl_cli {
 	enum prl_format_version fmt;	/* --image-format */
 	uint64_t size;		/* --size, sectors (0: not given) */
 	uint64_t cluster;	/* --cluster-size, sectors */
+	const char *cluster_arg;	/* --cluster-size as given */
 	const char *name;	/* --name */
 	const char *snapshot;	/* --snapshot GUID */
 	bool cbt;		/* --cbt */

@@ -401,15 +401,48 @@ static int check_symlinks(struct ld *l, xmlNodePtr n, const char *file,
 	return r;
 }
 
+/*
+ * A path the kernel could not take, or one deep enough to cost a
+ * realpath() per component (check_symlinks()), is refused before use.
+ */
+static int check_file_size(struct ld *l, xmlNodePtr n, const char *file)
+{
+	size_t len = strlen(file), comps = 0;
+	const char *s = file, *e;
+	char qb[QLEN];
+
+	if (len >= PATH_MAX)
+		return ld_err(l, n, "File '%s' is %zu bytes long: at most %d (PATH_MAX - 1) are supported",
+			      q(qb, file), len, PATH_MAX - 1);
+	while (*s) {
+		while (*s == '/')
+			s++;
+		e = strchrnul(s, '/');
+		if (e - s > NAME_MAX)
+			return ld_err(l, n, "File '%s' has a component of %td bytes: at most %d (NAME_MAX) are supported",
+				      q(qb, file), e - s, NAME_MAX);
+		comps += e > s;
+		s = e;
+	}
+	if (comps > PRL_DESC_MAX_FILE_DEPTH)
+		return ld_err(l, n, "File '%s' has %zu path components: at most %u are supported",
+			      q(qb, file), comps, PRL_DESC_MAX_FILE_DEPTH);
+	return 0;
+}
+
 static int check_file(struct ld *l, xmlNodePtr n, struct prl_desc_image *img)
 {
 	bool external = l->flags & PRL_DESC_ALLOW_EXTERNAL, escapes;
 	const char *file = img->file;
 	char qb[QLEN];
 	long depth;
+	int r;
 
 	if (!*file)
 		return ld_err(l, n, "<File> is empty");
+	r = check_file_size(l, n, file);
+	if (r)
+		return r;
 	if (file[0] == '/') {
 		if (!external)
 			return ld_err(l, n, "File '%s' is an absolute path"
@@ -425,6 +458,9 @@ static int check_file(struct ld *l, xmlNodePtr n, struct prl_desc_image *img)
 		return ld_err(l, n, "File '%s' names the folder itself, not a file",
 			      q(qb, file));
 	img->path = join(l->d->dir, file);
+	if (strlen(img->path) >= PATH_MAX)
+		return ld_err(l, n, "File '%s' makes a path of %zu bytes in %s: at most %d (PATH_MAX - 1) are supported",
+			      q(qb, file), strlen(img->path), l->d->dir, PATH_MAX - 1);
 	if (external)
 		return 0;
 	return check_symlinks(l, n, file, img->path);
@@ -690,10 +726,43 @@ static int check_cycles(struct ld *l)
 	return r;
 }
 
+/*
+ * No chain (from any Shot down to the root) longer than PRL_MAX_CHAIN, the
+ * limit activate, deactivate and status share.  The tree is acyclic: each
+ * Shot's depth is its parent's plus one, each computed once.
+ */
+static int check_depth(struct ld *l)
+{
+	struct prl_desc *d = l->d;
+	size_t *depth = prl_xcalloc(d->nr_shots, sizeof(*depth));	/* 0: not yet */
+	size_t i, j, k, base;
+	int r = 0;
+
+	for (i = 0; i < d->nr_shots && !r; i++) {
+		/* walk up to a Shot whose depth is known (or past the root) */
+		for (j = i; j != SIZE_MAX && !depth[j]; j = d->shots[j].parent_idx)
+			;
+		base = j == SIZE_MAX ? 0 : depth[j];
+		/* count the Shots walked, then number them top down */
+		for (k = i, j = 0; k != SIZE_MAX && !depth[k];
+		     k = d->shots[k].parent_idx)
+			j++;
+		for (k = i; k != SIZE_MAX && !depth[k]; k = d->shots[k].parent_idx)
+			depth[k] = base + j--;
+		if (depth[i] > PRL_MAX_CHAIN)
+			r = ld_err(l, d->shots[i].node,
+				   "the chain from Shot %s down to the root is %zu images deep: at most %u are supported",
+				   d->shots[i].guid, depth[i], PRL_MAX_CHAIN);
+	}
+	free(depth);
+	return r;
+}
+
 static int check_links(struct ld *l, const struct gref *ix, const struct gref *sx)
 {
 	struct prl_desc *d = l->d;
 	size_t i, root = SIZE_MAX;
+	int r;
 
 	for (i = 0; i < d->nr_shots; i++) {
 		struct prl_desc_shot *s = &d->shots[i];
@@ -730,7 +799,10 @@ static int check_links(struct ld *l, const struct gref *ix, const struct gref *s
 	if (root == SIZE_MAX && d->nr_shots)
 		return ld_err(l, NULL, "no root Shot (one with ParentGUID "
 			      PRL_GUID_NULL "): the ParentGUIDs form a cycle");
-	return check_cycles(l);
+	r = check_cycles(l);
+	if (!r)
+		r = check_depth(l);
+	return r;
 }
 
 static int check_tree(struct ld *l)
@@ -772,6 +844,194 @@ static int check_tree(struct ld *l)
 		return ld_err(l, l->top_node, "TopGUID %s names no Shot", d->top);
 	return ld_err(l, NULL,
 		      "no TopGUID and no Shot with the predefined top GUID " PRL_GUID_TOP ": which image is the top?");
+}
+
+/* ---- one file per layer -------------------------------------------- */
+
+/*
+ * @path made canonical without needing it to exist: the longest existing
+ * prefix resolved by realpath(), the rest appended with "." and ".."
+ * taken lexically.  Two spellings of one name ("x", "./x", "sub/../x", a
+ * symlink to x) give one string.
+ */
+static char *canon_path(const char *path)
+{
+	char *p = prl_xstrdup(path), *real = NULL, *rest, *out, *slash;
+	size_t cut = strlen(p), n;
+
+	for (;;) {
+		real = realpath(p, NULL);
+		if (real)
+			break;
+		slash = strrchr(p, '/');
+		if (!slash || slash == p)
+			break;
+		*slash = '\0';
+		cut = (size_t)(slash - p);
+	}
+	rest = prl_xstrdup(path + cut);
+	if (!real)
+		real = prl_xstrdup("/");
+	/* Append what does not exist, a component at a time. */
+	out = prl_xmalloc(strlen(real) + strlen(rest) + 2);
+	strcpy(out, real);
+	for (char *c = strtok(rest, "/"); c; c = strtok(NULL, "/")) {
+		if (!strcmp(c, "."))
+			continue;
+		n = strlen(out);
+		if (!strcmp(c, "..")) {
+			slash = strrchr(out, '/');
+			if (slash && slash != out)
+				*slash = '\0';
+			else
+				strcpy(out, "/");
+			continue;
+		}
+		if (n > 1)
+			out[n++] = '/';
+		strcpy(out + n, c);
+	}
+	free(rest);
+	free(real);
+	free(p);
+	return out;
+}
+
+struct fileid {
+	char *canon;		/* canon_path() of the image's path */
+	bool exists;		/* dev and ino are valid */
+	dev_t dev;
+	ino_t ino;
+	size_t i;		/* index in d->images */
+};
+
+static int fid_name_cmp(const void *a, const void *b)
+{
+	const struct fileid *x = a, *y = b;
+	int c = strcmp(x->canon, y->canon);
+
+	return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+static int fid_ino_cmp(const void *a, const void *b)
+{
+	const struct fileid *x = a, *y = b;
+
+	if (x->exists != y->exists)
+		return x->exists ? -1 : 1;
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	if (x->ino != y->ino)
+		return x->ino < y->ino ? -1 : 1;
+	return (x->i > y->i) - (x->i < y->i);
+}
+
+/*
+ * Names beside the descriptor that are its own: itself, its lock
+ * (prldisk's and ploop's), ploop's temporary copy and a backup.  prldisk's
+ * own temporary copies ("<name>.tmp.XXXXXX") are matched by prefix.
+ */
+static const char *const reserved_suffixes[] = {
+	"", ".lck", ".tmp", ".bak",
+};
+
+/* Which reserved name @canon is (a description), or NULL. */
+static const char *reserved(const char *canon, const char *desc_canon)
+{
+	size_t n = strlen(desc_canon), i;
+
+	if (strncmp(canon, desc_canon, n))
+		return NULL;
+	for (i = 0; i < sizeof(reserved_suffixes) / sizeof(*reserved_suffixes); i++)
+		if (!strcmp(canon + n, reserved_suffixes[i]))
+			break;
+	if (i == 0)
+		return "the descriptor itself";
+	if (i == 1)
+		return "the descriptor's lock file";
+	if (i < sizeof(reserved_suffixes) / sizeof(*reserved_suffixes) ||
+	    !strncmp(canon + n, ".tmp.", 5))
+		return "a temporary or backup copy of the descriptor";
+	return NULL;
+}
+
+/*
+ * Every layer has a file of its own, and none is one of the descriptor's
+ * files: two layers on one file would read each other's clusters, and
+ * switch or snapshot-delete would remove a file another layer (or the
+ * descriptor) lives in.  Names are compared canonical, and files that
+ * exist by device and inode (which also catches a hard link).
+ */
+static int check_files_distinct(struct ld *l)
+{
+	struct prl_desc *d = l->d;
+	struct fileid *f, dx = { 0 }, lk = { 0 };
+	char q1[QLEN], *desc_canon, *lock;
+	const char *what;
+	struct stat st;
+	size_t i, n = d->nr_images;
+	int r = 0;
+
+	if (!d->path)
+		return 0;
+	desc_canon = canon_path(d->path);
+	lock = prl_xasprintf("%s.lck", desc_canon);
+	dx.exists = !stat(desc_canon, &st);
+	dx.dev = st.st_dev;
+	dx.ino = st.st_ino;
+	lk.exists = !stat(lock, &st);
+	lk.dev = st.st_dev;
+	lk.ino = st.st_ino;
+	free(lock);
+
+	f = prl_xcalloc(n, sizeof(*f));
+	for (i = 0; i < n; i++) {
+		f[i].i = i;
+		f[i].canon = canon_path(d->images[i].path);
+		f[i].exists = !stat(f[i].canon, &st);
+		f[i].dev = st.st_dev;
+		f[i].ino = st.st_ino;
+	}
+	for (i = 0; i < n && !r; i++) {
+		const struct prl_desc_image *im = &d->images[f[i].i];
+
+		what = reserved(f[i].canon, desc_canon);
+		if (!what && f[i].exists && dx.exists && f[i].dev == dx.dev &&
+		    f[i].ino == dx.ino)
+			what = "the descriptor itself (another link to it)";
+		if (!what && f[i].exists && lk.exists && f[i].dev == lk.dev &&
+		    f[i].ino == lk.ino)
+			what = "the descriptor's lock file (another link to it)";
+		if (what)
+			r = ld_err(l, im->node,
+				   "Image %s: File '%s' is %s, a reserved name: an image cannot live there",
+				   im->guid, q(q1, im->file), what);
+	}
+	if (!r && n > 1) {
+		qsort(f, n, sizeof(*f), fid_name_cmp);
+		for (i = 1; i < n && !r; i++)
+			if (!strcmp(f[i - 1].canon, f[i].canon))
+				r = ld_err(l, d->images[f[i].i].node,
+					   "Images %s and %s name the same file %s: each layer needs a file of its own",
+					   d->images[f[i - 1].i].guid,
+					   d->images[f[i].i].guid, q(q1, f[i].canon));
+	}
+	if (!r && n > 1) {
+		qsort(f, n, sizeof(*f), fid_ino_cmp);
+		for (i = 1; i < n && !r && f[i].exists; i++)
+			if (f[i - 1].dev == f[i].dev && f[i - 1].ino == f[i].ino)
+				r = ld_err(l, d->images[f[i].i].node,
+					   "Images %s and %s are the same file (%s is a link to %s): each layer needs a file of its own",
+					   d->images[f[i - 1].i].guid,
+					   d->images[f[i].i].guid,
+					   d->images[f[i].i].file,
+					   d->images[f[i - 1].i].file);
+	}
+	for (i = 0; i < n; i++)
+		free(f[i].canon);
+	free(f);
+	free(desc_canon);
+	return r;
 }
 
 /* ---- extraction: document -> struct --------------------------------- */
@@ -830,6 +1090,8 @@ static int extract(struct ld *l, xmlDocPtr doc)
 		r = parse_snapshots(l, root);
 	if (!r)
 		r = check_tree(l);
+	if (!r)
+		r = check_files_distinct(l);
 	return r;
 }
 
@@ -920,6 +1182,65 @@ static xmlDocPtr xml_parse(const char *buf, size_t len, struct xml_state *st)
 	return doc;
 }
 
+/*
+ * Count start tags and attributes before libxml2 sees the bytes: it checks
+ * an element's attributes pairwise (100k of them took 19 s), and every
+ * element costs memory.  A lexer just good enough for counting: comments,
+ * CDATA and processing instructions are skipped, quotes are honoured
+ * inside a tag, and at a DOCTYPE it stops (the parser refuses those).
+ * What is not well-formed is left to the parser to refuse.
+ */
+static int prescan(const char *buf, size_t len, const char *name,
+		   struct prl_err *err)
+{
+	const char *p = buf, *end = buf + len, *x;
+	size_t elements = 0, attrs = 0;
+	char quote;
+
+#define STARTS(lit)	((size_t)(end - p) >= sizeof(lit) - 1 &&		\
+			 !memcmp(p, lit, sizeof(lit) - 1))
+#define SKIP_PAST(lit)	do {						\
+		x = memmem(p, (size_t)(end - p), lit, sizeof(lit) - 1);	\
+		p = x ? x + sizeof(lit) - 1 : end;				\
+	} while (0)
+	while (p < end) {
+		p = memchr(p, '<', (size_t)(end - p));
+		if (!p)
+			break;
+		if (STARTS("<!--")) {
+			p += 4;
+			SKIP_PAST("-->");
+		} else if (STARTS("<![CDATA[")) {
+			SKIP_PAST("]]>");
+		} else if (STARTS("<?")) {
+			SKIP_PAST("?>");
+		} else if (STARTS("<!")) {
+			break;		/* a DOCTYPE: refused by the parser */
+		} else if (STARTS("</")) {
+			SKIP_PAST(">");
+		} else {
+			if (++elements > PRL_DESC_MAX_ELEMENTS)
+				return prl_errf(err, E2BIG,
+						"%s has more than %u elements: too many for a DiskDescriptor.xml, refused",
+						name, PRL_DESC_MAX_ELEMENTS);
+			for (p++, quote = 0; p < end && (quote || *p != '>'); p++) {
+				if (quote) {
+					quote = *p == quote ? 0 : quote;
+				} else if (*p == '"' || *p == '\'') {
+					quote = *p;
+				} else if (*p == '=' && ++attrs > PRL_DESC_MAX_ATTRS) {
+					return prl_errf(err, E2BIG,
+							"%s has more than %u attributes: too many for a DiskDescriptor.xml, refused",
+							name, PRL_DESC_MAX_ATTRS);
+				}
+			}
+		}
+	}
+#undef STARTS
+#undef SKIP_PAST
+	return 0;
+}
+
 /* The absolute path of @path; its folder must exist for it to be real. */
 static char *abs_path(const char *path)
 {
@@ -973,6 +1294,9 @@ static int parse_named(const char *buf, size_t len, const char *path,
 				"%s is larger than %u MiB: too big for a DiskDescriptor.xml, refused",
 				name,
 				PRL_DESC_MAX_BYTES >> 20);
+	r = prescan(buf, len, name, err);
+	if (r)
+		return r;
 	doc = xml_parse(buf, len, &st);
 	if (!doc && st.doctype)
 		return prl_errf(err, EINVAL,

@@ -67,8 +67,20 @@ struct prl_desc {
 /* prl_desc_load() flags */
 #define PRL_DESC_ALLOW_EXTERNAL	0x1	/* absolute / escaping File paths */
 
-/* Bigger files are refused unread: no real descriptor comes near it. */
-#define PRL_DESC_MAX_BYTES	(4u << 20)
+/*
+ * Limits, each refused with a message before it costs time or memory.
+ * Real descriptors are a few KiB (ploop's: about 250 bytes per image, no
+ * attributes); a chain of PRL_MAX_CHAIN images is about 250 KiB.
+ *
+ * PRL_MAX_CHAIN is the one chain depth used everywhere: a descriptor
+ * whose chain from any image down to the root is longer does not load,
+ * and activate, deactivate and status stop walking dm tables there.
+ */
+#define PRL_DESC_MAX_BYTES	(1u << 20)	/* file size */
+#define PRL_DESC_MAX_ELEMENTS	65536u		/* start tags */
+#define PRL_DESC_MAX_ATTRS	1024u		/* attributes, in all */
+#define PRL_DESC_MAX_FILE_DEPTH	64u		/* components of a <File> */
+#define PRL_MAX_CHAIN		1024u		/* images in one chain */
 
 /*
  * Parse and check @path.  Refused, each with its own message: not XML, a
@@ -80,7 +92,16 @@ struct prl_desc {
  * duplicate GUID, a File that is absolute or leaves the folder (unless
  * PRL_DESC_ALLOW_EXTERNAL), a Shot without an Image or an Image without a
  * Shot, a ParentGUID that names no Shot, zero or several roots, a cycle, a
- * top GUID that names no Shot or is BackupID, numbers that do not fit.
+ * top GUID that names no Shot or is BackupID, numbers that do not fit, a
+ * file over PRL_DESC_MAX_BYTES or with more elements or attributes than
+ * the limits above (counted before libxml2 parses it), a File longer than
+ * PATH_MAX - 1 (or its path in the folder), with a component over
+ * NAME_MAX or more than PRL_DESC_MAX_FILE_DEPTH components, a chain deeper
+ * than PRL_MAX_CHAIN, two
+ * Images naming one file (the same canonical name, or the same device and
+ * inode for files that exist) or a File that is the descriptor itself, its
+ * lock (".lck"), a temporary or backup copy (".tmp", ".tmp.*", ".bak") or
+ * another link to the descriptor or the lock.
  * Files are not opened here (but the folder is checked for symlinks that
  * lead a File outside it, unless PRL_DESC_ALLOW_EXTERNAL).
  *

@@ -193,11 +193,13 @@ static int open_rw(struct prl_image *img, unsigned int flags,
 		return prl_errf(err, EBUSY,
 				"image %s is in use or was not closed cleanly: run prldisk check --repair",
 				img->path);
-	/* Keep the closed value the image had (ploop's v1 images use 0). */
-	if (img->geom.in_use != PRL_IN_USE_OPEN)
-		img->closed_in_use = img->geom.in_use;
-	else
-		img->closed_in_use = PRL_IN_USE_CLOSED_OLD;
+	/*
+	 * Closed as 0, whatever the image had: ploop 1.15 takes any other
+	 * value (the spec's 0x312e3276 included) for "dirty", QEMU writes 0
+	 * too, and 0x312e3276 only vouches for a dirty bitmap, which an
+	 * image opened here never has (see above).
+	 */
+	img->closed_in_use = PRL_IN_USE_CLOSED_OLD;
 	img->writable = true;
 	return write_in_use(img, PRL_IN_USE_OPEN, err);
 }
@@ -216,20 +218,21 @@ int prl_image_open(const char *path, unsigned int flags,
 	 * O_EXCL: a block device that the kernel holds (mounted, or under
 	 * an active dm table) is refused with EBUSY; no effect on files.
 	 */
-	img->fd = open(path, (flags & PRL_OPEN_RW ? O_RDWR | O_EXCL :
-			      O_RDONLY) | O_CLOEXEC);
-	if (img->fd < 0 && errno == EBUSY) {
+	img->fd = prl_open_image_file(path, flags & PRL_OPEN_RW ?
+				      O_RDWR | O_EXCL : O_RDONLY, &st, err);
+	if (img->fd == -EBUSY) {
+		img->fd = -1;
 		r = prl_errf(err, EBUSY,
 			     "cannot open %s for writing: the device is in use (mounted or part of an active device)",
 			     path);
 		goto fail;
 	}
 	if (img->fd < 0) {
-		r = prl_errf(err, errno, "cannot open %s: %s", path,
-			     strerror(errno));
+		r = img->fd;
+		img->fd = -1;
 		goto fail;
 	}
-	if (fstat(img->fd, &st) || prl_fd_size(img->fd, &bytes)) {
+	if (prl_fd_size(img->fd, &bytes)) {
 		r = prl_errf(err, EINVAL,
 			     "%s: not a regular file or block device", path);
 		goto fail;
@@ -467,6 +470,13 @@ int prl_image_truncate(struct prl_image *img, struct prl_err *err)
 	return fsync_img(img, err);
 }
 
+bool prl_cluster_size_ok(uint64_t sectors)
+{
+	return sectors >= PRL_CREATE_MIN_CLUSTER_SECTORS &&
+	       sectors <= PRL_CREATE_MAX_CLUSTER_SECTORS &&
+	       !(sectors & (sectors - 1));
+}
+
 /* Fill in the header of a new image for @o; 0 or -errno with @err set. */
 static int make_header(struct prl_header *h, const struct prl_create_opts *o,
 		       uint32_t cs, uint64_t *data_off, struct prl_err *err)
@@ -507,7 +517,6 @@ static int make_header(struct prl_header *h, const struct prl_create_opts *o,
 	h->tracks = htole32(cs);
 	h->bat_entries = htole32((uint32_t)bat);
 	h->nb_sectors = htole64(o->size);
-	/* ploop writes 0 into a v1 image, the spec's closed into v2. */
 	/*
 	 * Closed as 0, as QEMU and ploop write it: ploop 1.15 takes any other
 	 * value for "dirty".  0x312e3276 (closed v2.1) only matters for an

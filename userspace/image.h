@@ -59,6 +59,17 @@ int prl_image_open(const char *path, unsigned int flags,
  */
 int prl_image_close(struct prl_image *img, struct prl_err *err);
 
+/*
+ * The cluster sizes prldisk makes images and disks with: those both ploop
+ * 1.15 ("ploop init -b", "ploop check") and QEMU (qemu-img create -o
+ * cluster_size) accept, powers of two from 32 KiB to 64 MiB.  QEMU
+ * alone takes any multiple of 512 up to 1 GiB, and images it made with
+ * such sizes are still read, checked and served; prldisk only makes none.
+ */
+#define PRL_CREATE_MIN_CLUSTER_SECTORS	64U		/* 32 KiB */
+#define PRL_CREATE_MAX_CLUSTER_SECTORS	131072U		/* 64 MiB */
+bool prl_cluster_size_ok(uint64_t sectors);
+
 struct prl_create_opts {
 	uint64_t size;			/* virtual size, sectors (> 0) */
 	uint32_t cluster_sectors;	/* default 2048 (1 MiB) */

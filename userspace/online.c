@@ -198,11 +198,11 @@ static char *slurp(const char *path, size_t *len)
 {
 	char *buf = NULL;
 	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 
 	if (fd < 0)
 		return NULL;
-	if (!fstat(fd, &st) && st.st_size < (16 << 20)) {
+	if (!fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_size < (16 << 20)) {
 		buf = prl_xmalloc((size_t)st.st_size + 1);
 		if (prl_pread_full(fd, buf, (size_t)st.st_size, 0)) {
 			free(buf);

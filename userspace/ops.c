@@ -613,8 +613,8 @@ static int conv_switch(struct conv *cv, struct prl_err *err)
 	img->geom = g;
 	img->end = cv->end;
 	img->file_sectors = cv->end;
-	img->closed_in_use = cv->fmt == PRL_V1 ? PRL_IN_USE_CLOSED_OLD :
-			     PRL_IN_USE_CLOSED;
+	/* As every image prldisk closes: 0, the one value ploop calls clean. */
+	img->closed_in_use = PRL_IN_USE_CLOSED_OLD;
 	if (prl_fsync_dir_of(cv->real))
 		return prl_errf(err, EIO, "cannot sync the folder of %s",
 				cv->real);

@@ -32,7 +32,7 @@ extern char **environ;
 #define PRLDISK_VERSION "0.4"
 
 const char *prog = "prldisk";
-struct prl_cli cli = { .fmt = PRL_V2, .cluster = 2048 };
+struct prl_cli cli = { .fmt = PRL_V2, .cluster = 2048, .cluster_arg = "1M" };
 
 static void usage_line(FILE *f)
 {
@@ -808,8 +808,9 @@ static int cmd_create(int argc, char **argv, uint64_t size, uint64_t cluster,
 		return die_usage("create takes one folder");
 	if (!size)
 		return die_usage("create needs --size");
-	if (cluster > PRL_MAX_CLUSTER_SECTORS)
-		return die_usage("--cluster-size may be at most 1G");
+	if (!prl_cluster_size_ok(cluster))
+		return die_usage("--cluster-size %s: ploop and QEMU both accept only powers of two from 32K to 64M",
+				 cli.cluster_arg);
 	dir = argv[0];
 	if (mkdir(dir, 0755) && errno != EEXIST) {
 		fprintf(stderr, "%s: cannot create %s: %s\n", prog, dir, strerror(errno));
@@ -884,6 +885,65 @@ static const char *delta_base(const struct prl_desc *d)
 	return "root.hds";
 }
 
+/*
+ * The cluster size of every expandable image of @d's chain from @guid
+ * down must be the descriptor's Blocksize, and that a size prldisk makes
+ * images with: a new layer on the chain gets it.
+ */
+static int check_blocksize(const struct prl_desc *d, const char *guid,
+			   struct prl_err *err)
+{
+	const struct prl_desc_image **chain;
+	struct prl_image *img;
+	size_t i, n;
+	int r;
+
+	r = prl_desc_chain(d, guid, &chain, &n, err);
+	for (i = 0; i < n && !r; i++) {
+		if (chain[i]->type != PRL_IMAGE_COMPRESSED)
+			continue;
+		r = prl_image_open(chain[i]->path, 0, &img, err);
+		if (r)
+			break;
+		if (img->geom.cluster_sectors != d->blocksize)
+			r = prl_errf(err, EINVAL,
+				     "%s: cluster size %u sectors, but the descriptor's Blocksize is %u: a new layer would not match the chain; correct <Blocksize> in %s",
+				     chain[i]->path, img->geom.cluster_sectors,
+				     d->blocksize, d->path);
+		prl_image_close(img, &(struct prl_err){ "" });
+	}
+	free(chain);
+	if (!r && !prl_cluster_size_ok(d->blocksize))
+		r = prl_errf(err, EINVAL,
+			     "%s: Blocksize %u sectors: prldisk makes new layers only with cluster sizes ploop and QEMU both accept, powers of two from 32K to 64M",
+			     d->path, d->blocksize);
+	return r;
+}
+
+/*
+ * An offline snapshot freezes the top as it is: one that was not closed
+ * cleanly (a crash while it was active, a killed writer) would become a
+ * read-only layer with whatever its table lacks; repair it first.
+ */
+static int check_top_closed(const struct prl_desc *d, struct prl_err *err)
+{
+	const struct prl_desc_image *top = prl_desc_image(d, d->top);
+	struct prl_image *img;
+	int r;
+
+	if (!top || top->type != PRL_IMAGE_COMPRESSED)
+		return 0;
+	r = prl_image_open(top->path, 0, &img, err);
+	if (r)
+		return r;
+	if (img->geom.in_use == PRL_IN_USE_OPEN)
+		r = prl_errf(err, EBUSY,
+			     "%s: the top image was not closed cleanly (in_use is set): run prldisk check --repair %s first, then snapshot",
+			     top->path, d->path);
+	prl_image_close(img, &(struct prl_err){ "" });
+	return r;
+}
+
 /* A new empty image: @d's size and cluster size. */
 int prl_create_delta(const struct prl_desc *d, const char *path,
 			struct prl_err *err)
@@ -891,6 +951,10 @@ int prl_create_delta(const struct prl_desc *d, const char *path,
 	struct prl_create_opts o = { .size = d->disk_size,
 				     .cluster_sectors = d->blocksize, .fmt = PRL_V2 };
 
+	if (!prl_cluster_size_ok(d->blocksize))
+		return prl_errf(err, EINVAL,
+				"%s: Blocksize %u sectors: prldisk makes new layers only with cluster sizes ploop and QEMU both accept, powers of two from 32K to 64M",
+				d->path, d->blocksize);
 	return prl_image_create(path, &o, err);
 }
 
@@ -917,6 +981,11 @@ static int cmd_snapshot(int argc, char **argv)
 	free(xml);
 	if (rc)
 		return rc;
+	if (check_blocksize(d, d->top, &err) ||
+	    (!online && check_top_closed(d, &err))) {
+		prl_desc_free(d);
+		return fail_err(&err);
+	}
 	file = new_image_file(d, delta_base(d));
 	path = prl_xasprintf("%s/%s", d->dir, file);
 	prl_guid_new(snap);
@@ -1121,6 +1190,10 @@ static int cmd_switch(int argc, char **argv)
 	if (top->type == PRL_IMAGE_PLAIN) {
 		fprintf(stderr, "%s: the top is a Plain image: nothing to switch from\n", prog);
 		rc = EX_FAIL;
+		goto out;
+	}
+	if (check_blocksize(d, guid, &err)) {
+		rc = fail_err(&err);
 		goto out;
 	}
 	oldpath = prl_xstrdup(top->path);
@@ -1370,22 +1443,38 @@ static int run(char *const argv[])
 	return 0;
 }
 
-/* QEMU copies the bitmap into a new qcow2 of the disk's size. */
+/*
+ * A file name as qemu-img must be given it: one that starts with '-'
+ * would be an option, one like "nbd:x" or "json:{...}" a protocol.  A
+ * path starting with '/' or "./" is always a plain file (malloc'ed).
+ */
+static char *qemu_file(const char *name)
+{
+	return name[0] == '/' ? prl_xstrdup(name) : prl_xasprintf("./%s", name);
+}
+
+/*
+ * QEMU copies the bitmap into a new qcow2 of the disk's size.  Every file
+ * name goes through qemu_file() and comes after "--".
+ */
 static int export_qcow2(const char *img, const struct prl_dirty_bitmap *bm,
 			const char *out)
 {
 	char size[32], gran[32];
-	char *create[] = { "qemu-img", "create", "-q", "-f", "qcow2", (char *)out,
+	char *qout = qemu_file(out), *qimg = qemu_file(img);
+	char *create[] = { "qemu-img", "create", "-q", "-f", "qcow2", "--", qout,
 			   size, NULL };
-	char *add[] = { "qemu-img", "bitmap", "--add", "-g", gran, (char *)out,
+	char *add[] = { "qemu-img", "bitmap", "--add", "-g", gran, "--", qout,
 			(char *)bm->id_text, NULL };
 	char *merge[] = { "qemu-img", "bitmap", "--merge", (char *)bm->id_text,
-			  "-b", (char *)img, "-F", "parallels", (char *)out,
+			  "-b", qimg, "-F", "parallels", "--", qout,
 			  (char *)bm->id_text, NULL };
+	int rc = EX_OK;
 
 	if (!access(out, F_OK)) {
 		fprintf(stderr, "%s: %s exists: not overwritten\n", prog, out);
-		return EX_FAIL;
+		rc = EX_FAIL;
+		goto out;
 	}
 	snprintf(size, sizeof(size), "%" PRIu64, bm->nb_sectors * 512);
 	snprintf(gran, sizeof(gran), "%" PRIu64, (uint64_t)bm->granularity * 512);
@@ -1393,11 +1482,15 @@ static int export_qcow2(const char *img, const struct prl_dirty_bitmap *bm,
 		fprintf(stderr, "%s: qemu-img could not export the bitmap to %s (is qemu-utils installed?)\n",
 			prog, out);
 		unlink(out);
-		return EX_FAIL;
+		rc = EX_FAIL;
+		goto out;
 	}
 	if (!cli.json)
 		printf("exported bitmap %s to %s\n", bm->id_text, out);
-	return EX_OK;
+out:
+	free(qout);
+	free(qimg);
+	return rc;
 }
 
 /*
@@ -1590,6 +1683,7 @@ int main(int argc, char **argv)
 		case OPT_CLUSTER:
 			if (parse_size(optarg, &cli.cluster, "--cluster-size"))
 				return EX_USAGE;
+			cli.cluster_arg = optarg;
 			break;
 		case OPT_FORMAT:
 			if (parse_format(optarg, &cli.fmt))

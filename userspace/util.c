@@ -64,6 +64,75 @@ int prl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+const char *prl_file_type(mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+		return "regular file";
+	case S_IFBLK:
+		return "block device";
+	case S_IFIFO:
+		return "FIFO";
+	case S_IFSOCK:
+		return "socket";
+	case S_IFCHR:
+		return "character device";
+	case S_IFDIR:
+		return "folder";
+	case S_IFLNK:
+		return "symbolic link";
+	}
+	return "special file";
+}
+
+static bool image_type(mode_t mode)
+{
+	return S_ISREG(mode) || S_ISBLK(mode);
+}
+
+int prl_open_image_file(const char *path, int flags, struct stat *st,
+			struct prl_err *err)
+{
+	struct stat before, after;
+	int fd, fl;
+
+	/* Not even opened: opening a device node can have effects of its own. */
+	if (stat(path, &before))
+		return prl_errf(err, errno, "cannot open %s: %s", path,
+				strerror(errno));
+	if (!image_type(before.st_mode))
+		return prl_errf(err, EINVAL,
+				"%s is a %s, not a regular file or block device: not an image",
+				path, prl_file_type(before.st_mode));
+	fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return prl_errf(err, errno, "cannot open %s: %s", path,
+				strerror(errno));
+	if (fstat(fd, &after)) {
+		int e = errno;
+
+		close(fd);
+		return prl_errf(err, e, "%s: %s", path, strerror(e));
+	}
+	if (!image_type(after.st_mode) || after.st_dev != before.st_dev ||
+	    after.st_ino != before.st_ino) {
+		close(fd);
+		return prl_errf(err, EAGAIN,
+				"%s changed while it was opened (now a %s): not an image",
+				path, prl_file_type(after.st_mode));
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK)) {
+		int e = errno;
+
+		close(fd);
+		return prl_errf(err, e, "%s: %s", path, strerror(e));
+	}
+	if (st)
+		*st = after;
+	return fd;
+}
+
 int prl_fd_size(int fd, uint64_t *bytes)
 {
 	struct stat st;

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /*
@@ -28,6 +29,23 @@ int prl_errf(struct prl_err *err, int errnum, const char *fmt, ...)
 /* Read / write exactly @len bytes at @off; short I/O is an error (-EIO). */
 int prl_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int prl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
+/*
+ * Open the image file @path with @flags (O_RDONLY or O_RDWR, maybe O_EXCL;
+ * O_CLOEXEC is added): only a regular file or a block device is opened.
+ * Anything else (a FIFO, which would wait for a writer, a socket, a
+ * character device, a folder) is refused before it is opened, with a
+ * message naming the file, and the open itself is non-blocking so that a
+ * FIFO swapped in meanwhile cannot make us wait either (O_NONBLOCK is
+ * cleared again before returning).  Returns the fd, with its fstat() in
+ * *@st if @st is not NULL, or -errno with @err set ("cannot open PATH:
+ * ..." when open() fails, so a caller can tell -EBUSY apart).
+ */
+int prl_open_image_file(const char *path, int flags, struct stat *st,
+			struct prl_err *err);
+
+/* "FIFO", "socket", ... : what @mode is, for messages. */
+const char *prl_file_type(mode_t mode);
 
 /* Size of a regular file or a block device, in bytes. */
 int prl_fd_size(int fd, uint64_t *bytes);

@@ -86,19 +86,23 @@ cmp "sw.after.$(python3 "$chain" top sw/DiskDescriptor.xml).raw" "sw.before.$old
 	fail "after switch the top does not read as snapshot $old"
 [ ! -e "$oldtop" ] || fail "switch left the old top's file"
 
-# resize: the top grows (its BAT into the data area); views keep their data.
-build rs --size 32M --cluster-size 4K
+# resize: the top grows (its BAT into the data area: past 256 MiB, a BAT
+# of 32 KiB clusters needs a second cluster); views keep their data.
+build rs --size 32M --cluster-size 32K
 views rs before
-"$PRLDISK" resize rs --size 200M >&2
+data_off=$(od -An -tu4 -j48 -N4 "$(top_file rs)" | tr -d ' ')
+"$PRLDISK" resize rs --size 260M >&2
+[ "$(od -An -tu4 -j48 -N4 "$(top_file rs)" | tr -d ' ')" -gt "$data_off" ] ||
+	fail "the resize did not move the data area"
 views rs after
 for g in $(python3 "$chain" guids rs/DiskDescriptor.xml); do
-	expect_eq "$(stat -c %s "rs.after.$g.raw")" $((200 << 20)) "size of view $g after resize"
+	expect_eq "$(stat -c %s "rs.after.$g.raw")" $((260 << 20)) "size of view $g after resize"
 	cmp -n $((32 << 20)) "rs.before.$g.raw" "rs.after.$g.raw" || fail "resize changed view $g"
-	[ "$(tail -c $((168 << 20)) "rs.after.$g.raw" | tr -d '\0' | wc -c)" -eq 0 ] ||
+	[ "$(tail -c $((228 << 20)) "rs.after.$g.raw" | tr -d '\0' | wc -c)" -eq 0 ] ||
 		fail "the grown part of view $g is not zeros"
 done
 for f in rs/*.hds*; do qemu-img check -q -f parallels "$f" || fail "qemu-img check $f"; done
-qemu-io -f parallels -c "write -P 5 190M 1M" -c "read -P 5 190M 1M" "$(top_file rs)" >/dev/null ||
+qemu-io -f parallels -c "write -P 5 250M 1M" -c "read -P 5 250M 1M" "$(top_file rs)" >/dev/null ||
 	fail "QEMU cannot use the grown part"
 expect_fail "$PRLDISK" resize rs --size 16M
 

@@ -794,6 +794,151 @@ static void t_path_symlink(void **state)
 	prl_desc_free(ok(DOC(P64 S64(IMG(GT, "later/x.hds")) ONE_SNAP), 0));
 }
 
+/* Two layers on one file, or a layer on one of the descriptor's files. */
+#define SAME(fa, ft)	DOC(P64 S64(IMG(GA, fa) IMG(GT, ft))		\
+			    SNAPS(SHOT(GA, GN) SHOT(GT, GA)))
+
+static void t_path_same_file(void **state)
+{
+	struct prl_desc *d;
+
+	(void)state;
+	/* by name, whether the file exists or not */
+	refused(SAME("a.hds", "a.hds"), 0, "name the same file");
+	refused(SAME("a.hds", "./a.hds"), 0, "name the same file");
+	refused(SAME("a.hds", "sub/../a.hds"), 0, "name the same file");
+	put(at("a.hds"), "");
+	refused(SAME("a.hds", ".//a.hds"), 0, "name the same file");
+	/* another name for it: a symlink, a hard link */
+	assert_int_equal(symlink("a.hds", at("s.hds")), 0);
+	refused(SAME("a.hds", "s.hds"), 0, "name the same file");
+	assert_int_equal(link(at("a.hds"), at("h.hds")), 0);
+	refused(SAME("h.hds", "a.hds"), 0, "are the same file");
+	/* the descriptor's own files */
+	refused(SAME("a.hds", PRL_DESC_NAME), 0, "the descriptor itself");
+	refused(SAME("x/../" PRL_DESC_NAME, "a.hds"), 0, "reserved");
+	refused(SAME("a.hds", PRL_DESC_NAME ".lck"), 0, "lock file");
+	refused(SAME("a.hds", PRL_DESC_NAME ".tmp"), 0, "reserved");
+	refused(SAME("a.hds", PRL_DESC_NAME ".tmp.AbC123"), 0, "reserved");
+	refused(SAME("a.hds", PRL_DESC_NAME ".bak"), 0, "reserved");
+	/* ... also under another name, and with --allow-external-paths */
+	put(xml, SAME("a.hds", "b.hds"));
+	assert_int_equal(link(xml, at("desc.hds")), 0);
+	refused(SAME("a.hds", "desc.hds"), 0, "the descriptor itself");
+	refused(SAME("a.hds", "desc.hds"), PRL_DESC_ALLOW_EXTERNAL, "reserved");
+	refused(SAME("a.hds", "../d/a.hds"), PRL_DESC_ALLOW_EXTERNAL,
+		"name the same file");
+	/* names that merely start alike are fine */
+	d = ok(SAME("a.hds", PRL_DESC_NAME ".hds"), 0);
+	prl_desc_free(d);
+	d = ok(SAME("a.hds", "a.hds.{5fbaabe3-6958-40ff-92a7-860e329aab41}"), 0);
+	prl_desc_free(d);
+}
+
+/* ---- limits ----------------------------------------------------------- */
+
+/* A growing document, in a malloc'ed buffer. */
+struct sb {
+	char *s;
+	size_t len;
+};
+
+static void sbf(struct sb *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void sbf(struct sb *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	b->s = realloc(b->s, b->len + (size_t)n + 1);
+	assert_non_null(b->s);
+	va_start(ap, fmt);
+	vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+#define CG	"{%08zx-0000-4000-8000-000000000000}"
+
+/* A chain of @n images, the top (GT) last; @root_attrs on the root element. */
+static char *chain_doc(size_t n, const char *root_attrs, const char *extra)
+{
+	struct sb b = { 0 };
+	size_t i;
+
+	sbf(&b, "<?xml version=\"1.0\"?>\n<Parallels_disk_image%s>" P64
+	    "<StorageData><Storage><Start>0</Start><End>131072</End>"
+	    "<Blocksize>2048</Blocksize>", root_attrs);
+	for (i = 1; i < n; i++)
+		sbf(&b, IMG(CG, "f%zu"), i, i);
+	sbf(&b, IMG(GT, "top") "</Storage></StorageData><Snapshots>");
+	for (i = 1; i < n; i++) {
+		if (i == 1)
+			sbf(&b, SHOT(CG, GN), i);
+		else
+			sbf(&b, SHOT(CG, CG), i, i - 1);
+	}
+	if (n == 1)
+		sbf(&b, SHOT(GT, GN));
+	else
+		sbf(&b, SHOT(GT, CG), n - 1);
+	sbf(&b, "</Snapshots>%s</Parallels_disk_image>\n", extra);
+	return b.s;
+}
+
+static void t_limits(void **state)
+{
+	struct sb attrs = { 0 }, elems = { 0 }, path = { 0 };
+	char *doc, d2[8192];
+	size_t i;
+
+	(void)state;
+	/* the chain limit: PRL_MAX_CHAIN images load, one more does not */
+	doc = chain_doc(PRL_MAX_CHAIN, "", "");
+	prl_desc_free(ok(doc, 0));
+	free(doc);
+	doc = chain_doc(PRL_MAX_CHAIN + 1, "", "");
+	refused(doc, 0, "images deep: at most 1024 are supported");
+	free(doc);
+	/* attributes, counted before libxml2 parses (quoted '=' and '>' are not) */
+	sbf(&attrs, " a=\"x=>y\" b='=>'");
+	for (i = 2; i < PRL_DESC_MAX_ATTRS; i++)
+		sbf(&attrs, " a%zu=\"\"", i);
+	doc = chain_doc(2, attrs.s, "");
+	prl_desc_free(ok(doc, 0));
+	free(doc);
+	sbf(&attrs, " z=\"\"");
+	doc = chain_doc(2, attrs.s, "");
+	refused(doc, 0, "more than 1024 attributes");
+	free(doc);
+	/* elements: comments, CDATA and PIs do not count */
+	sbf(&elems, "<!-- <a/><a/> --><![CDATA[<a/>]]><?pi <a/>?>");
+	for (i = 0; i < PRL_DESC_MAX_ELEMENTS; i++)
+		sbf(&elems, "<x/>");
+	doc = chain_doc(1, "", elems.s);
+	refused(doc, 0, "more than 65536 elements");
+	free(doc);
+	/* File: PATH_MAX, NAME_MAX, components */
+	for (i = 0; i < PRL_DESC_MAX_FILE_DEPTH - 1; i++)
+		sbf(&path, "d/");
+	sbf(&path, "x");
+	snprintf(d2, sizeof(d2), DOC(P64 S64(IMG(GT, "%s")) ONE_SNAP), path.s);
+	prl_desc_free(ok(d2, 0));
+	snprintf(d2, sizeof(d2), DOC(P64 S64(IMG(GT, "d/%s")) ONE_SNAP), path.s);
+	refused(d2, 0, "has 65 path components: at most 64");
+	snprintf(d2, sizeof(d2), DOC(P64 S64(IMG(GT, "%0256d")) ONE_SNAP), 0);
+	refused(d2, 0, "a component of 256 bytes: at most 255 (NAME_MAX)");
+	snprintf(d2, sizeof(d2), DOC(P64 S64(IMG(GT, "%04096d")) ONE_SNAP), 0);
+	refused(d2, 0, "is 4096 bytes long: at most 4095 (PATH_MAX - 1)");
+	free(attrs.s);
+	free(elems.s);
+	free(path.s);
+}
+
 /* ---- not XML, or XML with tricks ------------------------------------- */
 
 /* Run @doc through the loader with stderr caught: libxml2 must be quiet. */
@@ -864,7 +1009,7 @@ static void t_not_xml(void **state)
 	memcpy(big + strlen(ONE), "<!--", 4);
 	memcpy(big + n - 3, "-->", 3);
 	big[n] = '\0';
-	refused(big, 0, "is larger than 4 MiB");
+	refused(big, 0, "is larger than 1 MiB");
 	/* just small enough is fine */
 	memcpy(big + n - 4, "--> ", 4);
 	big[n - 1] = '\0';
@@ -1284,6 +1429,8 @@ int main(void)
 		T(t_elements),
 		T(t_path_escape),
 		T(t_path_symlink),
+		T(t_path_same_file),
+		T(t_limits),
 		T(t_doctype),
 		T(t_not_xml),
 		T(t_files),
