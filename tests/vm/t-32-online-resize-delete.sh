@@ -3,7 +3,7 @@
 #
 # prldisk resize and snapshot-delete of an active disk (online), with ext4
 # mounted on it and fio (crc32c verify) running in it: fio passes and
-# /dev/mapper/<name> stays the same device.  Resize: 4k clusters, so the
+# /dev/mapper/<name> stays the same device.  Resize: to 300M with 32k clusters, so the
 # bigger BAT moves data clusters out of its way; the device, the descriptor
 # and the top image grow, resize2fs grows the mounted fs into the new room.
 # Snapshot-delete of the top's parent: the layer and its file go, the top
@@ -41,7 +41,9 @@ fio_wait() {
 }
 t0=$(date +%s)
 
-$P create disk --size 96M --cluster-size 4k > /dev/null
+# 32 KiB clusters (the smallest ploop and QEMU both take): the BAT of a
+# 300M disk outgrows the first cluster, so the resize moves data.
+$P create disk --size 96M --cluster-size 32k > /dev/null
 X=$T/disk/DiskDescriptor.xml
 $P activate "$X" > /dev/null
 mkfs.ext4 -q /dev/mapper/disk
@@ -58,13 +60,13 @@ cp "$X" desc.before
 expect_fail $P resize "$X" --size 64M
 cmp -s "$X" desc.before || fail "a refused shrink changed the descriptor"
 fio_start 3
-$P resize "$X" --size 200M 2> resize.err || fail "online resize: $(cat resize.err)"
+$P resize "$X" --size 300M 2> resize.err || fail "online resize: $(cat resize.err)"
 [ ! -s resize.err ] || fail "resize printed: $(cat resize.err)"
 fio_wait resize
 expect_eq "$(devno)" "$dev0" "/dev/mapper/disk is the same device"
-expect_eq "$(blockdev --getsize64 /dev/mapper/disk)" $((200 << 20)) "device size"
-expect_eq "$($P info --json "$X" | json 'd["virtual_size"]')" $((200 << 20)) "descriptor size"
-expect_eq "$($P info --json "$TOP" | json 'd["virtual_size"]')" $((200 << 20)) "top image size"
+expect_eq "$(blockdev --getsize64 /dev/mapper/disk)" $((300 << 20)) "device size"
+expect_eq "$($P info --json "$X" | json 'd["virtual_size"]')" $((300 << 20)) "descriptor size"
+expect_eq "$($P info --json "$TOP" | json 'd["virtual_size"]')" $((300 << 20)) "top image size"
 data1=$($P info --json "$TOP" | json 'd["data_offset"]')
 [ "$data1" -gt "$data0" ] || fail "the BAT did not grow ($data0 -> $data1 bytes of header and BAT)"
 resize2fs /dev/mapper/disk > rs.out 2>&1 || fail "online resize2fs: $(cat rs.out)"
@@ -130,7 +132,7 @@ umount mnt
 deact disk > /dev/null
 $P activate "$X" --read-only > /dev/null
 cp "$X" desc.before
-for c in "resize $X --size 300M" "snapshot-delete $X $S1"; do
+for c in "resize $X --size 400M" "snapshot-delete $X $S1"; do
 	# shellcheck disable=SC2086
 	if $P $c > out.txt 2> err.txt; then
 		fail "$c of a read-only activation succeeded"
