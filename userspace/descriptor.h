@@ -77,8 +77,8 @@ struct prl_desc {
  * and activate, deactivate and status stop walking dm tables there.
  */
 #define PRL_DESC_MAX_BYTES	(1u << 20)	/* file size */
-#define PRL_DESC_MAX_ELEMENTS	65536u		/* start tags */
-#define PRL_DESC_MAX_ATTRS	1024u		/* attributes, in all */
+#define PRL_DESC_MAX_ELEMENTS	65536u		/* bounded by the count of '<' */
+#define PRL_DESC_MAX_ATTRS	1024u		/* in all, bounded by the count of '=' */
 #define PRL_DESC_MAX_FILE_DEPTH	64u		/* components of a <File> */
 #define PRL_MAX_CHAIN		1024u		/* images in one chain */
 
