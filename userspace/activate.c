@@ -58,6 +58,7 @@
 #include "activate.h"
 #include "check.h"
 #include "cli.h"
+#include "folder.h"
 
 /* Room for "-<guid>" and the UUID prefix inside dm's 128-byte limits. */
 #define NAME_MAX_LEN	64
@@ -638,7 +639,7 @@ int attachments(const char *path, struct attach *a, size_t max)
 	size_t n = 0;
 	DIR *dir;
 
-	if (stat(path, &st))
+	if (prl_folder_lstat(path, &st))
 		return 0;
 	if (S_ISBLK(st.st_mode)) {
 		top_holder(st.st_rdev, a[0].holder, sizeof(a[0].holder));
@@ -758,20 +759,6 @@ void prl_disk_unlock(int fd)
 {
 	if (fd >= 0)
 		close(fd);	/* drops the flock */
-}
-
-/*
- * The lock for a read-only command: a read-only folder cannot be changed
- * by anyone, so no lock is needed there.  Returns the fd, -1 for none, or
- * -2 with @err set.
- */
-static int lock_maybe(const struct prl_desc *d, bool ro, struct prl_err *err)
-{
-	int fd = prl_disk_lock(d, err);
-
-	if (fd >= 0)
-		return fd;
-	return ro && fd == -EROFS ? -1 : -2;
 }
 
 /* ---- loop devices ------------------------------------------------------- */
@@ -984,7 +971,7 @@ static int probe_layer(struct layer *l, struct prl_err *err)
 	uint64_t bytes;
 	int fd, r;
 
-	if (stat(l->im->path, &st))
+	if (prl_folder_lstat(l->im->path, &st))
 		return prl_errf(err, errno, "image %s of %s: %s", l->im->path,
 				l->im->guid, strerror(errno));
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
@@ -1183,7 +1170,7 @@ static int setup(struct act *a, struct prl_err *err)
 		struct stat st;
 
 		if (l->blkdev) {
-			if (stat(l->im->path, &st))
+			if (prl_folder_lstat(l->im->path, &st))
 				r = prl_errf(err, errno, "%s: %s", l->im->path,
 					     strerror(errno));
 			else
@@ -1308,10 +1295,18 @@ int cmd_activate(int argc, char **argv)
 	xml = descriptor_path(argv[0]);
 	if (!xml)
 		return die_usage("activate needs a DiskDescriptor.xml (or its folder)");
+	/* Locked before it is read: no change is half done in what we use. */
+	lock = prl_lock_path(xml, &err);
+	if (lock < 0 && lock != -EROFS) {
+		free(xml);
+		return fail_err(&err);
+	}
 	rc = load_desc(xml, &d);
 	free(xml);
-	if (rc)
+	if (rc) {
+		prl_disk_unlock(lock);
 		return rc;
+	}
 	dm_setup();
 	if (!cli.snapshot)
 		snprintf(guid, sizeof(guid), "%s", d->top);
@@ -1322,8 +1317,8 @@ int cmd_activate(int argc, char **argv)
 		rc = EX_FAIL;
 		goto out;
 	}
-	lock = lock_maybe(d, ro, &err);
-	if (lock == -2) {
+	/* A read-only folder cannot be changed by anyone: no lock needed. */
+	if (lock == -EROFS && !ro) {
 		rc = fail_err(&err);
 		goto out;
 	}
@@ -1341,9 +1336,9 @@ int cmd_activate(int argc, char **argv)
 	} else {
 		printf("/dev/mapper/%s\n", name);
 	}
-	prl_disk_unlock(lock);
 	free(a.L);
 out:
+	prl_disk_unlock(lock);
 	free(name);
 	prl_desc_free(d);
 	dm_lib_release();
@@ -1704,16 +1699,21 @@ int cmd_deactivate(int argc, char **argv)
 		return die_usage("--name '%s' is not a valid device name", cli.name);
 	xml = descriptor_path(argv[0]);
 	if (xml) {
+		/* Locked before it is read, as for activate. */
+		lock = prl_lock_path(xml, &err);
+		if (lock < 0 && lock != -EROFS) {
+			free(xml);
+			return fail_err(&err);
+		}
 		rc = load_desc(xml, &d);
 		free(xml);
-		if (rc)
+		if (rc) {
+			prl_disk_unlock(lock);
 			return rc;
-		name = cli.name ? prl_xstrdup(cli.name) : default_name(d);
-		lock = lock_maybe(d, true, &err);
-		if (lock == -2) {
-			rc = fail_err(&err);
-			goto out;
 		}
+		name = cli.name ? prl_xstrdup(cli.name) : default_name(d);
+		if (lock == -EROFS)
+			lock = -1;	/* a read-only folder: nothing to lock */
 	} else {
 		if (!prl_valid_name(argv[0]))
 			return die_usage("'%s' is neither a device name nor a DiskDescriptor.xml",
@@ -1723,7 +1723,6 @@ int cmd_deactivate(int argc, char **argv)
 	dm_setup();
 	rc = deactivate(name, d, &lock, &err) ? fail_err(&err) : EX_OK;
 	prl_disk_unlock(lock);
-out:
 	free(name);
 	prl_desc_free(d);
 	dm_lib_release();
@@ -1775,10 +1774,11 @@ static const char *desc_map_guid(const struct desc_map *m, const char *file)
 	struct stat a, b;
 	size_t i;
 
-	if (!m->d || stat(file, &a))
+	if (!m->d || prl_folder_lstat(file, &a))
 		return NULL;
 	for (i = 0; i < m->d->nr_images; i++)
-		if (!stat(m->d->images[i].path, &b) && a.st_dev == b.st_dev &&
+		if (!prl_folder_lstat(m->d->images[i].path, &b) &&
+		    a.st_dev == b.st_dev &&
 		    a.st_ino == b.st_ino)
 			return m->d->images[i].guid;
 	return NULL;

@@ -48,7 +48,10 @@ int load_desc(const char *path, struct prl_desc **d);
 /* Print @o pretty and drop it. */
 void json_print(json_object *o);
 
-/* prldisk.c: a new empty delta image at @path, @d's size and cluster size. */
+/*
+ * prldisk.c: a new empty delta image at @path, @d's size and cluster size,
+ * owned like @d's top.
+ */
 int prl_create_delta(const struct prl_desc *d, const char *path,
 		     struct prl_err *err);
 

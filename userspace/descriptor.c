@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include "descriptor.h"
+#include "folder.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -289,19 +290,9 @@ static int leaf_guid(struct ld *l, xmlNodePtr p, const char *name, bool opt,
 
 /* ---- File paths ----------------------------------------------------- */
 
-/* Is the resolved @real a file strictly inside the resolved folder @dir? */
-static bool inside(const char *dir, const char *real)
-{
-	size_t n = strlen(dir);
-
-	if (n == 1)
-		return real[0] == '/' && real[1];
-	return !strncmp(real, dir, n) && real[n] == '/' && real[n + 1];
-}
-
 /*
- * @dir + "/" + @file without empty and "." components.  ".." is kept: the
- * kernel resolves it after the symlinks, and so does check_symlinks().
+ * @dir + "/" + @file without empty and "." components.  ".." is kept: it
+ * is taken lexically beneath the folder (folder.c), by the kernel outside.
  */
 static char *join(const char *dir, const char *file)
 {
@@ -357,47 +348,45 @@ static long depth_of(const char *file, bool *escapes)
 }
 
 /*
- * The part of @path that exists must resolve inside the folder: a symlink
- * (the file or a folder on the way) must not lead out of it, and a
- * dangling one could make a later create land anywhere.  What does not
- * exist yet is fine: it will be created inside.
+ * No symlink on the way to a file in the folder: every prefix of @file as
+ * written ("sub" of "sub/../x" too, which the kernel would follow before
+ * taking "..") that exists is not a symlink.  That is what the folder
+ * handle enforces on every later use (folder.h), so a descriptor that
+ * would fail there is refused at load, with its line.
  */
 static int check_symlinks(struct ld *l, xmlNodePtr n, const char *file,
 			  const char *path)
 {
-	size_t dlen = strlen(l->d->dir);
-	char *p = prl_xstrdup(path), *real, *slash;
-	char q1[QLEN], q2[QLEN];
+	size_t dlen = strlen(l->d->dir) + 1;
+	char q1[QLEN], *p, *e;
 	struct stat st;
-	int r = 0;
+	int r = 0, err = 0;
 
-	for (;;) {
-		real = realpath(p, NULL);
-		if (real) {
-			if (!inside(l->d->dir, real))
-				r = ld_err(l, n,
-					   "File '%s' resolves to %s, outside the folder %s" EXTERNAL_HINT,
-					   q(q1, file), q(q2, real), l->d->dir);
-			free(real);
+	if (!l->d->held)
+		return 0;	/* parsed from memory: nothing to walk */
+	p = prl_xstrdup(path);
+	for (e = p + dlen; !err; e++) {
+		char c;
+
+		e = strchrnul(e, '/');
+		c = *e;
+		*e = '\0';
+		if (prl_folder_lstat(p, &st))
+			err = errno;
+		else if (S_ISLNK(st.st_mode))
+			err = ELOOP;
+		*e = c;
+		if (!c)
 			break;
-		}
-		if (errno != ENOENT && errno != ENOTDIR) {
-			r = ld_err(l, n, "cannot tell where File '%s' leads: %s",
-				   q(q1, file), strerror(errno));
-			break;
-		}
-		if (!lstat(p, &st)) {
-			r = ld_err(l, n,
-				   "File '%s' goes through a dangling symlink %s" EXTERNAL_HINT,
-				   q(q1, file), q(q2, p));
-			break;
-		}
-		slash = strrchr(p, '/');
-		if (!slash || (size_t)(slash - p) <= dlen)
-			break;		/* only the folder is left */
-		*slash = '\0';
 	}
 	free(p);
+	if (err == ELOOP)
+		r = ld_err(l, n,
+			   "File '%s' is or goes through a symbolic link: a disk folder's files are reached without following links; name the real file (with --allow-external-paths, by an absolute path if it is outside)",
+			   q(q1, file));
+	else if (err && err != ENOENT)	/* missing: it will be made inside */
+		r = ld_err(l, n, "cannot reach File '%s' in %s: %s",
+			   q(q1, file), l->d->dir, strerror(err));
 	return r;
 }
 
@@ -461,8 +450,8 @@ static int check_file(struct ld *l, xmlNodePtr n, struct prl_desc_image *img)
 	if (strlen(img->path) >= PATH_MAX)
 		return ld_err(l, n, "File '%s' makes a path of %zu bytes in %s: at most %d (PATH_MAX - 1) are supported",
 			      q(qb, file), strlen(img->path), l->d->dir, PATH_MAX - 1);
-	if (external)
-		return 0;
+	if (escapes)
+		return 0;	/* external: used as named */
 	return check_symlinks(l, n, file, img->path);
 }
 
@@ -1212,7 +1201,7 @@ static int prescan(const char *buf, size_t len, const char *name,
 }
 
 /* The absolute path of @path; its folder must exist for it to be real. */
-static char *abs_path(const char *path)
+char *prl_desc_real_path(const char *path)
 {
 	char *real = realpath(path, NULL), *a, *b, *dir, *out;
 
@@ -1246,7 +1235,7 @@ static char *dir_of(const char *abs)
 }
 
 static int parse_named(const char *buf, size_t len, const char *path,
-		       const char *name, unsigned int flags,
+		       const char *name, unsigned int flags, bool hold,
 		       struct prl_desc **out, struct prl_err *err)
 {
 	struct xml_state st = { 0 };
@@ -1279,10 +1268,15 @@ static int parse_named(const char *buf, size_t len, const char *path,
 		return prl_errf(err, EINVAL, "%s: not XML", name);
 
 	d = prl_xcalloc(1, sizeof(*d));
-	d->path = abs_path(path);
+	d->path = prl_desc_real_path(path);
 	d->dir = dir_of(d->path);
 	d->doc = doc;
 	d->flags = flags;
+	d->held = hold && !prl_folder_hold(d->dir, err);
+	if (hold && !d->held) {
+		prl_desc_free(d);
+		return -EIO;
+	}
 	l.d = d;
 	r = extract(&l, doc);
 	if (r) {
@@ -1297,7 +1291,7 @@ int prl_desc_parse_memory(const char *buf, size_t len, const char *path,
 			  unsigned int flags, struct prl_desc **out,
 			  struct prl_err *err)
 {
-	return parse_named(buf, len, path, path, flags, out, err);
+	return parse_named(buf, len, path, path, flags, false, out, err);
 }
 
 /* Read all of @fd, but no more than the cap (+1 to notice a bigger file). */
@@ -1323,27 +1317,34 @@ static int read_capped(int fd, char *buf, size_t *len)
 int prl_desc_load(const char *path, unsigned int flags, struct prl_desc **out,
 		  struct prl_err *err)
 {
+	char *real = prl_desc_real_path(path), *dir = dir_of(real), *buf = NULL;
 	struct stat st;
 	size_t len = 0;
-	char *buf;
 	int fd, r;
 
 	*out = NULL;
+	/* The folder first: the descriptor is read from its handle too. */
+	r = prl_folder_hold(dir, err);
+	if (r)
+		goto out;
 	/* O_NONBLOCK: a FIFO in place of the file must not hang us */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0)
-		return prl_errf(err, errno, "cannot open %s: %s", path,
-				strerror(errno));
+	fd = prl_folder_open(real, O_RDONLY | O_NOCTTY | O_NONBLOCK, 0);
+	if (fd < 0) {
+		r = prl_errf(err, errno, "cannot open %s: %s", path,
+			     strerror(errno));
+		goto release;
+	}
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
 		close(fd);
-		return prl_errf(err, EINVAL, "%s is not a regular file", path);
+		r = prl_errf(err, EINVAL, "%s is not a regular file", path);
+		goto release;
 	}
 	if (st.st_size > (off_t)PRL_DESC_MAX_BYTES) {
 		close(fd);
-		return prl_errf(err, EFBIG,
-				"%s is larger than %u MiB: too big for a DiskDescriptor.xml, refused",
-				path,
-				PRL_DESC_MAX_BYTES >> 20);
+		r = prl_errf(err, EFBIG,
+			     "%s is larger than %u MiB: too big for a DiskDescriptor.xml, refused",
+			     path, PRL_DESC_MAX_BYTES >> 20);
+		goto release;
 	}
 	buf = prl_xmalloc(PRL_DESC_MAX_BYTES + 1);
 	r = read_capped(fd, buf, &len);
@@ -1351,8 +1352,13 @@ int prl_desc_load(const char *path, unsigned int flags, struct prl_desc **out,
 	if (r)
 		r = prl_errf(err, r, "cannot read %s: %s", path, strerror(-r));
 	else
-		r = parse_named(buf, len, path, path, flags, out, err);
+		r = parse_named(buf, len, real, path, flags, true, out, err);
+release:
+	prl_folder_release(dir);
+out:
 	free(buf);
+	free(dir);
+	free(real);
 	return r;
 }
 
@@ -1362,6 +1368,8 @@ void prl_desc_free(struct prl_desc *d)
 		return;
 	free_parsed(d);
 	xmlFreeDoc(d->doc);
+	if (d->held)
+		prl_folder_release(d->dir);
 	free(d->path);
 	free(d->dir);
 	free(d);
@@ -2006,8 +2014,9 @@ struct prl_desc *prl_desc_new(const char *path, uint64_t disk_size,
 	if (!disk_size || !blocksize || geometry(disk_size, &c, &h, &s))
 		return NULL;
 	d = prl_xcalloc(1, sizeof(*d));
-	d->path = abs_path(path);
+	d->path = prl_desc_real_path(path);
 	d->dir = dir_of(d->path);
+	d->held = !prl_folder_hold(d->dir, &err);
 	d->doc = new_doc(disk_size, blocksize, c, h, s);
 	l.d = d;
 	l.name = d->path;

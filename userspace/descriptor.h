@@ -62,6 +62,7 @@ struct prl_desc {
 	char top[PRL_GUID_LEN + 1];	/* GUID of the top (active) image */
 	void *doc;		/* the parsed document (xmlDocPtr) */
 	unsigned int flags;	/* prl_desc_load() flags, kept for the edits */
+	bool held;		/* @dir is held (folder.h) until prl_desc_free() */
 };
 
 /* prl_desc_load() flags */
@@ -111,6 +112,13 @@ struct prl_desc {
  */
 int prl_desc_load(const char *path, unsigned int flags, struct prl_desc **out,
 		  struct prl_err *err);
+
+/*
+ * @path with symlinks resolved (the file's if it exists, else its
+ * folder's), absolute: what prl_desc_load() makes d->path of.  The lock
+ * goes beside this path, never beside a symlink to it.
+ */
+char *prl_desc_real_path(const char *path);
 
 /*
  * prl_desc_load() on @len bytes at @buf, as if they were the content of

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "image.h"
+#include "folder.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -541,7 +542,7 @@ int prl_image_create(const char *path, const struct prl_create_opts *o,
 	if (r)
 		return r;
 
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	fd = prl_folder_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
 	if (fd < 0)
 		return prl_errf(err, errno, "cannot create %s: %s", path,
 				strerror(errno));
@@ -553,6 +554,11 @@ int prl_image_create(const char *path, const struct prl_create_opts *o,
 	memcpy(buf, &h, sizeof(h));
 	r = prl_pwrite_full(fd, buf, SECTOR, 0);
 	free(buf);
+	/* A layer of a user's disk is the user's, like the layer it goes on. */
+	if (!r && o->like &&
+	    ((fchown(fd, o->like->st_uid, o->like->st_gid) && errno != EPERM) ||
+	     fchmod(fd, o->like->st_mode & 07777)))
+		r = -errno;
 	if (!r && ftruncate(fd, (off_t)(data_off * SECTOR)))
 		r = -errno;
 	if (!r && fsync(fd))
@@ -562,7 +568,7 @@ int prl_image_create(const char *path, const struct prl_create_opts *o,
 	if (!r)
 		r = prl_fsync_dir_of(path);
 	if (r) {
-		unlink(path);
+		prl_folder_unlink(path);
 		return prl_errf(err, r, "cannot write %s: %s", path,
 				strerror(-r));
 	}

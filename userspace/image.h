@@ -74,6 +74,7 @@ struct prl_create_opts {
 	uint64_t size;			/* virtual size, sectors (> 0) */
 	uint32_t cluster_sectors;	/* default 2048 (1 MiB) */
 	enum prl_format_version fmt;	/* PRL_V1 or PRL_V2 (default) */
+	const struct stat *like;	/* owner, group, mode; else 0600 */
 };
 
 /*

@@ -50,6 +50,7 @@
 #include "activate.h"
 #include "bitmap.h"
 #include "cli.h"
+#include "folder.h"
 
 /*
  * The rw prldisk table whose image is a loop over @path, in @top: 1 found,
@@ -63,7 +64,7 @@ static int find_top(const char *path, struct dmdev *top, struct prl_err *err)
 	struct dmdev *v;
 	int found = -1, r;
 
-	if (stat(path, &st))
+	if (prl_folder_lstat(path, &st))
 		return prl_errf(err, errno, "%s: %s", path, strerror(errno));
 	if (!S_ISREG(st.st_mode))
 		return prl_errf(err, EOPNOTSUPP,
@@ -198,7 +199,7 @@ static char *slurp(const char *path, size_t *len)
 {
 	char *buf = NULL;
 	struct stat st;
-	int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	int fd = prl_folder_open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
 
 	if (fd < 0)
 		return NULL;
@@ -362,7 +363,7 @@ undo:
 		fprintf(stderr, "%s: %s; the descriptor names %s, which holds no data: prldisk deactivate %s, then switch back\n",
 			prog, e2.msg, path, top.name);
 	else
-		unlink(path);
+		prl_folder_unlink(path);
 	if (loaded || layer || suspended)
 		fprintf(stderr, "%s: could not undo everything (%s): prldisk deactivate %s, then activate it again\n",
 			prog, e2.msg, top.name);
@@ -491,7 +492,7 @@ static int extend_loop(dev_t loop, const char *path, uint64_t bytes,
 	struct stat st;
 	int fd, r = 0;
 
-	if (stat(path, &st))
+	if (prl_folder_lstat(path, &st))
 		return prl_errf(err, errno, "%s: %s", path, strerror(errno));
 	if ((uint64_t)st.st_size >= bytes)
 		return 0;
@@ -570,7 +571,7 @@ static int find_parent_layer(const struct online *o, const char *path,
 	dev_t fdev;
 	ino_t ino;
 
-	if (stat(path, &st))
+	if (prl_folder_lstat(path, &st))
 		return prl_errf(err, errno, "%s: %s", path, strerror(errno));
 	if (!o->top.lower || dm_query(NULL, o->top.lower, layer, err) ||
 	    !layer->exists || !ours(layer) || !layer->parallels || !layer->ro ||
@@ -683,7 +684,7 @@ int prl_snapshot_delete_online(struct prl_desc *d, const char *guid,
 	if (dm_simple(DM_DEVICE_REMOVE, layer.name, err))
 		fprintf(stderr, "%s: warning: %s; prldisk deactivate %s removes it later\n",
 			prog, err->msg, o.top.name);
-	else if (unlink(vpath))
+	else if (prl_folder_unlink(vpath))
 		fprintf(stderr, "%s: warning: could not remove %s: %s\n", prog, vpath,
 			strerror(errno));
 	fault_point("delete:remove");

@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "image.h"
+#include "folder.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -595,7 +596,7 @@ static int conv_switch(struct conv *cv, struct prl_err *err)
 	if (flock(cv->fd, LOCK_EX | LOCK_NB))
 		return prl_errf(err, errno, "%s: cannot lock: %s", cv->tmp,
 				strerror(errno));
-	if (rename(cv->tmp, cv->real))
+	if (prl_folder_rename(cv->tmp, cv->real))
 		return prl_errf(err, errno, "cannot rename %s to %s: %s",
 				cv->tmp, cv->real, strerror(errno));
 	free(cv->tmp);
@@ -645,12 +646,14 @@ int prl_image_convert(struct prl_image *img, enum prl_format_version fmt,
 	if (r)
 		return r;
 
-	cv.real = realpath(img->path, NULL);
+	/* Beneath the disk folder no symlink is followed (folder.h). */
+	cv.real = prl_folder_beneath(img->path) ? prl_xstrdup(img->path) :
+						    realpath(img->path, NULL);
 	if (!cv.real)
 		return prl_errf(err, errno, "%s: %s", img->path,
 				strerror(errno));
 	cv.tmp = prl_xasprintf("%s.convert.XXXXXX", cv.real);
-	cv.fd = mkostemp(cv.tmp, O_CLOEXEC);
+	cv.fd = prl_folder_mkstemp(cv.tmp);
 	if (cv.fd < 0) {
 		r = prl_errf(err, errno, "cannot create %s: %s", cv.tmp,
 			     strerror(errno));
@@ -658,15 +661,16 @@ int prl_image_convert(struct prl_image *img, enum prl_format_version fmt,
 		free(cv.real);
 		return r;
 	}
-	if (fstat(img->fd, &st) || fchmod(cv.fd, st.st_mode & 07777))
-		r = prl_errf(err, errno, "%s: cannot copy the mode: %s",
+	if (fstat(img->fd, &st) || fchmod(cv.fd, st.st_mode & 07777) ||
+	    (fchown(cv.fd, st.st_uid, st.st_gid) && errno != EPERM))
+		r = prl_errf(err, errno, "%s: cannot copy the owner and mode: %s",
 			     cv.tmp, strerror(errno));
 	if (!r)
 		r = conv_write(&cv, err);
 	if (!r)
 		r = conv_switch(&cv, err);
 	if (cv.tmp) {
-		unlink(cv.tmp);
+		prl_folder_unlink(cv.tmp);
 		free(cv.tmp);
 	}
 	if (cv.fd >= 0)

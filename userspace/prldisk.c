@@ -26,6 +26,7 @@
 #include "bitmap.h"
 #include "check.h"
 #include "cli.h"
+#include "folder.h"
 
 extern char **environ;
 
@@ -156,18 +157,24 @@ static const char *hsize(uint64_t bytes, char *buf, size_t len)
 
 /*
  * What the user named: a descriptor (the file, or a folder holding one), or
- * else an image file.
+ * else an image file (NULL).  Symlinks are resolved here, once: the lock is
+ * taken beside the real descriptor, and what is read is read from there.
  */
 char *descriptor_path(const char *arg)
 {
 	struct stat st;
 	size_t n = strlen(arg);
+	char *xml, *real;
 
 	if (!stat(arg, &st) && S_ISDIR(st.st_mode))
-		return prl_xasprintf("%s/%s", arg, PRL_DESC_NAME);
-	if (n >= 4 && !strcasecmp(arg + n - 4, ".xml"))
-		return prl_xstrdup(arg);
-	return NULL;
+		xml = prl_xasprintf("%s/%s", arg, PRL_DESC_NAME);
+	else if (n >= 4 && !strcasecmp(arg + n - 4, ".xml"))
+		xml = prl_xstrdup(arg);
+	else
+		return NULL;
+	real = prl_desc_real_path(xml);
+	free(xml);
+	return real;
 }
 
 int load_desc(const char *path, struct prl_desc **d)
@@ -633,7 +640,7 @@ static int check_desc_images(const struct prl_desc *d, bool repair,
 		struct prl_err err;
 		struct stat st;
 
-		if (stat(im->path, &st)) {
+		if (prl_folder_lstat(im->path, &st)) {
 			fprintf(stderr, "%s: image %s: %s: %s\n", prog, im->guid,
 				im->path, strerror(errno));
 			rc = worse(rc, EX_CORRUPT);
@@ -764,12 +771,13 @@ static char *new_image_file(const struct prl_desc *d, const char *base)
 {
 	char g[PRL_GUID_LEN + 1];
 	char *file, *path;
+	struct stat st;
 
 	for (;;) {
 		prl_guid_new(g);
 		file = prl_xasprintf("%s.%s", base, g);
 		path = prl_xasprintf("%s/%s", d->dir, file);
-		if (access(path, F_OK)) {
+		if (prl_folder_lstat(path, &st) && errno == ENOENT) {
 			free(path);
 			return file;
 		}
@@ -780,7 +788,7 @@ static char *new_image_file(const struct prl_desc *d, const char *base)
 
 static int create_plain(const char *path, uint64_t sectors, struct prl_err *err)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int fd = prl_folder_open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
 	int r = 0;
 
 	if (fd < 0)
@@ -789,7 +797,7 @@ static int create_plain(const char *path, uint64_t sectors, struct prl_err *err)
 		r = prl_errf(err, errno, "cannot size %s: %s", path, strerror(errno));
 	close(fd);
 	if (r)
-		unlink(path);
+		prl_folder_unlink(path);
 	return r ? r : prl_fsync_dir_of(path);
 }
 
@@ -833,7 +841,7 @@ static int cmd_create(int argc, char **argv, uint64_t size, uint64_t cluster,
 	/* The image exists before the descriptor that names it. */
 	d = prl_desc_new(xml, size, (uint32_t)cluster);
 	if (!d) {
-		unlink(img);
+		prl_folder_unlink(img);
 		free(img);
 		free(xml);
 		fprintf(stderr, "%s: a disk of %" PRIu64 " sectors cannot be described\n",
@@ -843,7 +851,7 @@ static int cmd_create(int argc, char **argv, uint64_t size, uint64_t cluster,
 	if (prl_desc_add(d, PRL_GUID_TOP, plain ? PRL_IMAGE_PLAIN : PRL_IMAGE_COMPRESSED,
 			 file, PRL_GUID_NULL, &err) ||
 	    prl_desc_set_top(d, PRL_GUID_TOP, &err) || prl_desc_save(d, &err)) {
-		unlink(img);
+		prl_folder_unlink(img);
 		r = fail_err(&err);
 	} else if (cli.json) {
 		json_object *o2 = json_object_new_object();
@@ -868,9 +876,15 @@ static const struct prl_desc_image *top_image(const struct prl_desc *d)
 	return prl_desc_image(d, d->top);
 }
 
-/* New deltas are named after the root image, as ploop does: root.hds.{uuid}. */
-static const char *delta_base(const struct prl_desc *d)
+/*
+ * New deltas are named after the root image, as ploop does: root.hds.{uuid}.
+ * The root may itself be such a delta (snapshot-delete of the old root
+ * makes its child the root): its GUID suffixes are dropped, or a daily
+ * rotation would grow every name by one GUID until it hits NAME_MAX.
+ */
+static char *delta_base(const struct prl_desc *d)
 {
+	char g[PRL_GUID_LEN + 1], *base, *dot;
 	size_t i;
 
 	for (i = 0; i < d->nr_shots; i++) {
@@ -880,9 +894,14 @@ static const char *delta_base(const struct prl_desc *d)
 			continue;
 		im = prl_desc_image(d, d->shots[i].guid);
 		if (im && im->type == PRL_IMAGE_COMPRESSED && !strchr(im->file, '/'))
-			return im->file;
+			break;
 	}
-	return "root.hds";
+	base = prl_xstrdup(i < d->nr_shots ?
+			   prl_desc_image(d, d->shots[i].guid)->file : "root.hds");
+	while ((dot = strrchr(base, '.')) && dot != base &&
+	       !prl_guid_parse(dot + 1, g))
+		*dot = '\0';
+	return base;
 }
 
 /*
@@ -944,13 +963,21 @@ static int check_top_closed(const struct prl_desc *d, struct prl_err *err)
 	return r;
 }
 
-/* A new empty image: @d's size and cluster size. */
+/*
+ * A new empty image: @d's size and cluster size, and the owner, group and
+ * mode of the top it goes on (root making a snapshot of a user's disk
+ * leaves the disk the user's).
+ */
 int prl_create_delta(const struct prl_desc *d, const char *path,
 			struct prl_err *err)
 {
 	struct prl_create_opts o = { .size = d->disk_size,
 				     .cluster_sectors = d->blocksize, .fmt = PRL_V2 };
+	const struct prl_desc_image *top = prl_desc_image(d, d->top);
+	struct stat st;
 
+	if (top && !prl_folder_lstat(top->path, &st) && S_ISREG(st.st_mode))
+		o.like = &st;
 	if (!prl_cluster_size_ok(d->blocksize))
 		return prl_errf(err, EINVAL,
 				"%s: Blocksize %u sectors: prldisk makes new layers only with cluster sizes ploop and QEMU both accept, powers of two from 32K to 64M",
@@ -968,7 +995,7 @@ static int cmd_snapshot(int argc, char **argv)
 	char snap[PRL_GUID_LEN + 1], newtop[PRL_GUID_LEN + 1];
 	struct prl_desc *d;
 	struct prl_err err;
-	char *xml, *file, *path;
+	char *xml, *file, *path, *base;
 	bool online = false;
 	int rc;
 
@@ -986,7 +1013,9 @@ static int cmd_snapshot(int argc, char **argv)
 		prl_desc_free(d);
 		return fail_err(&err);
 	}
-	file = new_image_file(d, delta_base(d));
+	base = delta_base(d);
+	file = new_image_file(d, base);
+	free(base);
 	path = prl_xasprintf("%s/%s", d->dir, file);
 	prl_guid_new(snap);
 	if (!strcmp(d->top, PRL_GUID_TOP)) {
@@ -1013,7 +1042,7 @@ static int cmd_snapshot(int argc, char **argv)
 			if (!rc)
 				rc = prl_desc_save(d, &err);
 			if (rc)
-				unlink(path);
+				prl_folder_unlink(path);
 		}
 	}
 	if (rc) {
@@ -1135,7 +1164,7 @@ static int cmd_snapshot_delete(int argc, char **argv)
 		rc = fail_err(&err);
 		goto out;
 	}
-	if (unlink(vpath))
+	if (prl_folder_unlink(vpath))
 		fprintf(stderr, "%s: warning: could not remove %s: %s\n", prog, vpath,
 			strerror(errno));
 	rc = EX_OK;
@@ -1161,7 +1190,7 @@ static int cmd_switch(int argc, char **argv)
 	char guid[PRL_GUID_LEN + 1], newtop[PRL_GUID_LEN + 1];
 	struct prl_desc *d;
 	struct prl_err err;
-	char *xml, *file = NULL, *path = NULL, *oldpath = NULL;
+	char *xml, *file = NULL, *path = NULL, *oldpath = NULL, *base;
 	int rc;
 
 	if (argc != 2)
@@ -1197,7 +1226,9 @@ static int cmd_switch(int argc, char **argv)
 		goto out;
 	}
 	oldpath = prl_xstrdup(top->path);
-	file = new_image_file(d, delta_base(d));
+	base = delta_base(d);
+	file = new_image_file(d, base);
+	free(base);
 	path = prl_xasprintf("%s/%s", d->dir, file);
 	strcpy(newtop, d->top);
 	/*
@@ -1212,13 +1243,13 @@ static int cmd_switch(int argc, char **argv)
 		if (!rc)
 			rc = prl_desc_save(d, &err);
 		if (rc)
-			unlink(path);
+			prl_folder_unlink(path);
 	}
 	if (rc) {
 		rc = fail_err(&err);
 		goto out;
 	}
-	if (unlink(oldpath))
+	if (prl_folder_unlink(oldpath))
 		fprintf(stderr, "%s: warning: could not remove the old top %s: %s\n",
 			prog, oldpath, strerror(errno));
 	if (!cli.json)
@@ -1481,7 +1512,7 @@ static int export_qcow2(const char *img, const struct prl_dirty_bitmap *bm,
 	if (run(create) || run(add) || run(merge)) {
 		fprintf(stderr, "%s: qemu-img could not export the bitmap to %s (is qemu-utils installed?)\n",
 			prog, out);
-		unlink(out);
+		prl_folder_unlink(out);
 		rc = EX_FAIL;
 		goto out;
 	}

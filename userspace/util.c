@@ -2,6 +2,7 @@
 /* Error messages, whole-buffer I/O and atomic file replacement. */
 #define _GNU_SOURCE
 #include "util.h"
+#include "folder.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -96,15 +97,18 @@ int prl_open_image_file(const char *path, int flags, struct stat *st,
 	struct stat before, after;
 	int fd, fl;
 
-	/* Not even opened: opening a device node can have effects of its own. */
-	if (stat(path, &before))
+	/*
+	 * Not even opened: opening a device node can have effects of its own.
+	 * Beneath a disk folder a symlink is refused; elsewhere it is followed.
+	 */
+	if (prl_folder_lstat(path, &before))
 		return prl_errf(err, errno, "cannot open %s: %s", path,
 				strerror(errno));
 	if (!image_type(before.st_mode))
 		return prl_errf(err, EINVAL,
 				"%s is a %s, not a regular file or block device: not an image",
 				path, prl_file_type(before.st_mode));
-	fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	fd = prl_folder_open(path, flags | O_NONBLOCK | O_NOCTTY, 0);
 	if (fd < 0)
 		return prl_errf(err, errno, "cannot open %s: %s", path,
 				strerror(errno));
@@ -149,17 +153,7 @@ int prl_fd_size(int fd, uint64_t *bytes)
 
 int prl_fsync_dir_of(const char *path)
 {
-	char *copy = prl_xstrdup(path);
-	int fd, r = 0;
-
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(copy);
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd))
-		r = -errno;
-	close(fd);
-	return r;
+	return prl_folder_fsync_dir(path) ? -errno : 0;
 }
 
 int prl_write_file_atomic(const char *path, const void *data, size_t len,
@@ -167,11 +161,12 @@ int prl_write_file_atomic(const char *path, const void *data, size_t len,
 {
 	char *tmp = prl_xasprintf("%s.tmp.XXXXXX", path);
 	struct stat st;
+	bool had = !prl_folder_lstat(path, &st) && S_ISREG(st.st_mode);
 	int fd, r;
 
-	if (!stat(path, &st))
+	if (had)
 		mode = st.st_mode & 07777;
-	fd = mkstemp(tmp);
+	fd = prl_folder_mkstemp(tmp);
 	if (fd < 0) {
 		r = prl_errf(err, errno, "cannot create a temporary file next to %s: %s",
 			     path, strerror(errno));
@@ -179,16 +174,19 @@ int prl_write_file_atomic(const char *path, const void *data, size_t len,
 		return r;
 	}
 	r = prl_pwrite_full(fd, data, len, 0);
+	/* The owner (root rewriting a user's disk) and mode stay as they were. */
+	if (!r && had && fchown(fd, st.st_uid, st.st_gid) && errno != EPERM)
+		r = -errno;
 	if (!r && fchmod(fd, mode))
 		r = -errno;
 	if (!r && fsync(fd))
 		r = -errno;
 	if (close(fd) && !r)
 		r = -errno;
-	if (!r && rename(tmp, path))
+	if (!r && prl_folder_rename(tmp, path))
 		r = -errno;
 	if (r) {
-		unlink(tmp);
+		prl_folder_unlink(tmp);
 		r = prl_errf(err, r, "cannot write %s: %s", path, strerror(-r));
 	} else {
 		r = prl_fsync_dir_of(path);

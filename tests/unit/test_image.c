@@ -1381,7 +1381,7 @@ static void test_crash(void **state)
 
 	/* convert: killed anywhere, the old or the new image is there. */
 	crash_loop(base, "pwrite64", "convert", "1", &before, &before);
-	crash_loop(base, "rename", "convert", "1", &before, &before);
+	crash_loop(base, "renameat", "convert", "1", &before, &before);
 
 	/* writes: every cluster is old or new, never garbage. */
 	ref_open(&b2, tp("cr-new.raw"), 8 * 20 + 5);
