@@ -192,7 +192,7 @@ diff victim.before victim.after >&2 ||
 "$PRLDISK" snapshot sym >/dev/null
 [ "$(find victim -name 'root.hds.*' | wc -l)" -eq 1 ] ||
 	fail "item 10: the snapshot through the symlink did not land in the real folder"
-[ -z "$(ls sym | grep -v '^DiskDescriptor.xml$')" ] ||
+[ "$(find sym -mindepth 1 ! -name DiskDescriptor.xml | wc -l)" -eq 0 ] ||
 	fail "item 10: files were made beside the symlink: $(ls sym)"
 
 # ---- item 11: the lock before the read -----------------------------------
@@ -217,7 +217,7 @@ note "item 12: ten rounds of snapshot, then delete the oldest"
 prev=
 for i in $(seq 1 10); do
 	s=$("$PRLDISK" snapshot --json rot) ||
-		fail "item 12: round $i: snapshot failed: $(ls rot | awk '{ print length($0) }' | sort -n | tail -n 1)-byte names"
+		fail "item 12: round $i: snapshot failed: $(find rot -printf '%f\n' | awk '{ print length($0) }' | sort -n | tail -n 1)-byte names"
 	s=$(echo "$s" | sed -n 's/.*"snapshot": *"\({[^}]*}\)".*/\1/p')
 	if [ -n "$prev" ]; then
 		"$PRLDISK" snapshot-delete rot "$prev" >/dev/null ||
