@@ -53,6 +53,23 @@ static void report(prl_progress_fn progress, void *ctx, uint64_t done,
 		progress(ctx, done, total);
 }
 
+/*
+ * A long copy commits its progress: the BAT is synced every COMMIT_BYTES
+ * copied (or every 1/16 of the work on a small one), so a copy killed
+ * midway keeps all but the last stretch, and a rerun, which copies only
+ * what is still missing, goes on from there instead of from zero.
+ */
+#define COMMIT_BYTES	(2ULL << 30)
+
+static uint64_t commit_every(const struct prl_image *img, uint64_t total)
+{
+	uint64_t n = COMMIT_BYTES / cluster_bytes(img), f = total / 16;
+
+	if (f < 64)
+		f = 64;
+	return n && n < f ? n : f;
+}
+
 static int fsync_fd(int fd, const char *path, struct prl_err *err)
 {
 	if (fsync(fd))
@@ -417,7 +434,7 @@ static int write_raw(const struct prl_image *from, int fd, uint64_t c,
 int prl_image_merge(struct prl_image *from, struct prl_image *into, int raw_fd,
 		    prl_progress_fn progress, void *ctx, struct prl_err *err)
 {
-	uint64_t n = prl_image_clusters(from), c, done = 0, total;
+	uint64_t n = prl_image_clusters(from), c, done = 0, total, every;
 	void *buf;
 	bool present;
 	int r;
@@ -429,6 +446,7 @@ int prl_image_merge(struct prl_image *from, struct prl_image *into, int raw_fd,
 		return r;
 
 	total = prl_image_count_mapped(from);
+	every = commit_every(from, total);
 	buf = prl_xmalloc(cluster_bytes(from));
 	for (c = 0, r = 0; c < n && !r; c++) {
 		if (!prl_image_lookup(from, c))
@@ -440,6 +458,8 @@ int prl_image_merge(struct prl_image *from, struct prl_image *into, int raw_fd,
 		r = into ? prl_image_write_cluster(into, c, buf, err) :
 		    write_raw(from, raw_fd, c, buf, err);
 		report(progress, ctx, ++done, total);
+		if (!r && into && done % every == 0)
+			r = prl_image_sync(into, err);
 	}
 	free(buf);
 	if (r)
@@ -456,10 +476,11 @@ static bool supplies(const struct prl_image *below, uint64_t c)
 	       prl_image_lookup(below, c);
 }
 
-int prl_image_fill(struct prl_image *img, struct prl_image *below,
-		   prl_progress_fn progress, void *ctx, struct prl_err *err)
+int prl_image_fill_part(struct prl_image *img, struct prl_image *below,
+			uint64_t *next, uint64_t max, prl_progress_fn progress,
+			void *ctx, struct prl_err *err)
 {
-	uint64_t n = prl_image_clusters(img), c, done = 0, total = 0;
+	uint64_t n = prl_image_clusters(img), c, done = 0, total = 0, every;
 	void *buf;
 	bool present;
 	int r;
@@ -469,11 +490,14 @@ int prl_image_fill(struct prl_image *img, struct prl_image *below,
 		r = same_clusters(img, below, err);
 	if (r)
 		return r;
-	for (c = 0; c < n; c++)
+	for (c = *next; c < n; c++)
 		total += !prl_image_lookup(img, c) && supplies(below, c);
+	if (max && total > max)
+		total = max;
+	every = commit_every(img, total);
 
 	buf = prl_xmalloc(cluster_bytes(img));
-	for (c = 0; c < n && !r; c++) {
+	for (c = *next; c < n && !r && done < total; c++) {
 		if (prl_image_lookup(img, c) || !supplies(below, c))
 			continue;
 		r = prl_image_read_cluster(below, c, buf, &present, err);
@@ -482,11 +506,30 @@ int prl_image_fill(struct prl_image *img, struct prl_image *below,
 		clear_tail(below, c, buf);
 		r = prl_image_write_cluster(img, c, buf, err);
 		report(progress, ctx, ++done, total);
+		if (!r && done % every == 0)
+			r = prl_image_sync(img, err);
 	}
 	free(buf);
 	if (r)
 		return r;
-	return prl_image_sync(img, err);
+	*next = c;
+	r = prl_image_sync(img, err);
+	if (r)
+		return r;
+	/* Anything left past @next? */
+	for (; c < n; c++)
+		if (!prl_image_lookup(img, c) && supplies(below, c))
+			return 1;
+	return 0;
+}
+
+int prl_image_fill(struct prl_image *img, struct prl_image *below,
+		   prl_progress_fn progress, void *ctx, struct prl_err *err)
+{
+	uint64_t next = 0;
+	int r = prl_image_fill_part(img, below, &next, 0, progress, ctx, err);
+
+	return r < 0 ? r : 0;
 }
 
 /* ---- convert ------------------------------------------------------------- */
