@@ -592,7 +592,8 @@ static int conv_write(struct conv *cv, struct prl_err *err)
 	       PRL_MAGIC_LEN);
 	h->data_off = htole32((uint32_t)cv->data_off);
 	h->ext_off = 0;
-	h->in_use = htole32(PRL_IN_USE_OPEN);	/* img stays open */
+	/* Complete once renamed: a crash right after leaves it clean. */
+	h->in_use = htole32(PRL_IN_USE_CLOSED_OLD);
 	if (img->allocated)
 		h->flags &= ~htole32(PRL_FLAG_EMPTY);
 
@@ -635,9 +636,6 @@ static int conv_switch(struct conv *cv, struct prl_err *err)
 	if (prl_parse_header(cv->meta, cv->end, &g, &why))
 		return prl_errf(err, EIO, "%s: converted header is bad: %s",
 				cv->tmp, why);
-	if (flock(cv->fd, LOCK_EX | LOCK_NB))
-		return prl_errf(err, errno, "%s: cannot lock: %s", cv->tmp,
-				strerror(errno));
 	if (rename(cv->tmp, cv->real))
 		return prl_errf(err, errno, "cannot rename %s to %s: %s",
 				cv->tmp, cv->real, strerror(errno));
@@ -684,6 +682,16 @@ int prl_image_convert(struct prl_image *img, enum prl_format_version fmt,
 	r = conv_plan(&cv, err);
 	if (r)
 		return r;
+	/*
+	 * The image is only read from here on, so it is closed on disk now
+	 * (our lock still keeps other writers out): a convert killed midway
+	 * leaves it as clean as it was, plus the temporary file, which check
+	 * names and check --repair removes.
+	 */
+	img->hdr->in_use = htole32(PRL_IN_USE_CLOSED_OLD);
+	img->geom.in_use = PRL_IN_USE_CLOSED_OLD;
+	img->dirty[0] |= 1;
+	img->meta_dirty = true;
 	r = prl_image_sync(img, err);
 	if (r)
 		return r;
@@ -701,7 +709,11 @@ int prl_image_convert(struct prl_image *img, enum prl_format_version fmt,
 		free(cv.real);
 		return r;
 	}
-	if (fstat(img->fd, &st) || fchmod(cv.fd, st.st_mode & 07777))
+	/* Locked from birth: check --repair leaves a running convert's file alone. */
+	if (flock(cv.fd, LOCK_EX | LOCK_NB))
+		r = prl_errf(err, errno, "%s: cannot lock: %s", cv.tmp,
+			     strerror(errno));
+	else if (fstat(img->fd, &st) || fchmod(cv.fd, st.st_mode & 07777))
 		r = prl_errf(err, errno, "%s: cannot copy the mode: %s",
 			     cv.tmp, strerror(errno));
 	if (!r)
