@@ -667,7 +667,7 @@ int prl_snapshot_delete_online(struct prl_desc *d, const char *guid,
 	struct attach at[MAX_ATTACH];
 	struct dmdev layer;
 	char params[384], *vpath;
-	uint64_t next = 0;
+	uint64_t next = 0, t0;
 	bool more;
 	int r;
 
@@ -707,6 +707,7 @@ int prl_snapshot_delete_online(struct prl_desc *d, const char *guid,
 		goto undo;
 	fault_point("delete:suspend");
 	for (;;) {
+		t0 = now_ms();
 		r = open_top_rw(&o, top_path, &img, err);
 		if (r)
 			goto undo;
@@ -727,6 +728,11 @@ int prl_snapshot_delete_online(struct prl_desc *d, const char *guid,
 			goto undo;
 		o.loaded = o.suspended = o.changed = false;
 		fault_point("delete:step");
+		/* The disk runs at least as long as the step froze it. */
+		t0 = now_ms() - t0;
+		nanosleep(&(struct timespec){ .tv_sec = (time_t)(t0 / 1000),
+					      .tv_nsec = (long)(t0 % 1000) * 1000000 },
+			  NULL);
 		r = online_suspend(&o, "snapshot-delete", err);
 		if (r)
 			goto undo;

@@ -42,7 +42,9 @@ while kill -0 $pid 2>/dev/null; do
 	echo "$((($(date +%s%N) - ts) / 1000000)) $st" >> poll.txt
 	# Once the copy has begun (the device was suspended once): a write.
 	if [ -z "$wrote" ] && grep -q Suspended poll.txt; then
+		w0=$(date +%s%N)
 		dd if=w.bin of=/dev/mapper/disk bs=1M seek=400 oflag=direct status=none
+		wms=$((($(date +%s%N) - w0) / 1000000))
 		if kill -0 $pid 2>/dev/null; then wrote=during; else wrote=after; fi
 	fi
 	sleep 0.05
@@ -50,14 +52,17 @@ done
 wait $pid || fail "online delete: $(cat del.err)"
 total=$((($(date +%s%N) - ts) / 1000000))
 [ ! -s del.err ] || fail "snapshot-delete printed: $(cat del.err)"
+# A stretch lasts from its first Suspended sample to the next other one.
 read -r longest steps < <(awk '
-	$2 == "Suspended" { if (!s) { s = $1; n++ } l = $1 - s; if (l > m) m = l; next }
-	{ s = 0 }
+	$2 == "Suspended" { if (s < 0) { s = $1; n++ } next }
+	{ if (s >= 0 && $1 - s > m) m = $1 - s; s = -1 }
+	BEGIN { s = -1 }
 	END { print m + 0, n + 0 }' poll.txt)
-note "delete took $total ms; suspended stretches seen: $steps, the longest $longest ms; the write completed $wrote the delete"
+note "delete took $total ms; suspended stretches seen: $steps, the longest $longest ms; the write took $wms ms and completed $wrote the delete"
 [ "$steps" -ge 2 ] || fail "the device was seen suspended $steps times: the copy was not split into steps ($(tr '\n' ' ' < poll.txt | head -c 600))"
 [ "$longest" -le 3000 ] || fail "the device stayed suspended for $longest ms of $total ms: frozen I/O during the copy"
 expect_eq "$wrote" during "a write issued during the copy completed while the delete ran"
+[ "$wms" -le 3000 ] || fail "a write issued during the copy waited $wms ms"
 
 # The data: every byte as before, and the write.
 expect_eq "$(sum_of 0 256)" "$base" "the first 256M after the delete"
