@@ -36,6 +36,7 @@
  */
 #define _GNU_SOURCE
 #include "check.h"
+#include "folder.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -1020,7 +1021,10 @@ static void check_in_use(struct ck *c)
 	 * for a dirty bitmap, and the extension is dropped below.
 	 */
 	c->new_in_use = PRL_IN_USE_CLOSED_OLD;
-	if (c->in_use == PRL_IN_USE_OPEN)
+	if (c->in_use == PRL_IN_USE_OPEN && c->o && c->o->left_open)
+		p = add(c, PRL_P_IN_USE, PRL_SEV_LEAK, -1, 0,
+			"left open by the interrupted operation (in_use is set); nothing committed is lost");
+	else if (c->in_use == PRL_IN_USE_OPEN)
 		p = add(c, PRL_P_IN_USE, PRL_SEV_CORRUPT, -1, 0,
 			"the image was not closed cleanly (in_use is set)");
 	else
@@ -1593,4 +1597,117 @@ int prl_check(const char *path, const struct prl_check_opts *o,
 		r = prl_errf(err, errno, "cannot close %s: %s", path,
 			     strerror(errno));
 	return r;
+}
+
+/* ---- interrupted operations and their leftovers ------------------------- */
+
+char *prl_delete_marker(const char *xml, const char *guid)
+{
+	size_t n = strlen(guid);
+
+	/* The GUID without its braces: no shell quoting needed for the name. */
+	if (n > 2 && guid[0] == '{' && guid[n - 1] == '}')
+		return prl_xasprintf("%s.delete.%.*s", xml, (int)(n - 2), guid + 1);
+	return prl_xasprintf("%s.delete.%s", xml, guid);
+}
+
+int prl_delete_mark(const char *xml, const char *guid, bool *resume,
+		    struct prl_err *err)
+{
+	char *m = prl_delete_marker(xml, guid), *text;
+	struct stat st;
+	int r;
+
+	*resume = !prl_folder_lstat(m, &st) && S_ISREG(st.st_mode);
+	text = prl_xasprintf("snapshot-delete %s\n", guid);
+	r = *resume ? 0 : prl_write_file_atomic(m, text, strlen(text), 0644, err);
+	free(text);
+	free(m);
+	return r;
+}
+
+void prl_delete_unmark(const char *xml, const char *guid)
+{
+	char *m = prl_delete_marker(xml, guid);
+
+	if (!prl_folder_unlink(m))
+		prl_fsync_dir_of(m);
+	free(m);
+}
+
+/* Is @path locked by a running operation (the flock its writer holds)? */
+static bool held(const char *path)
+{
+	int fd = prl_folder_open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0);
+	bool busy = false;
+
+	if (fd < 0)
+		return false;
+	if (flock(fd, LOCK_SH | LOCK_NB))
+		busy = errno == EWOULDBLOCK;
+	close(fd);
+	return busy;
+}
+
+int prl_leftovers(const char *file, const char *tag, size_t rest,
+		  struct prl_leftover **out, size_t *nr)
+{
+	char *real = realpath(file, NULL), *slash, *dir, *base;
+	size_t bl, tl = strlen(tag), cap = 0;
+	struct dirent *e;
+	struct stat st;
+	DIR *dp;
+
+	*out = NULL;
+	*nr = 0;
+	if (!real)
+		real = prl_xstrdup(file);	/* a marker's descriptor may be gone */
+	slash = strrchr(real, '/');
+	dir = slash ? (slash == real ? prl_xstrdup("/") :
+		       prl_xasprintf("%.*s", (int)(slash - real), real)) :
+		      prl_xstrdup(".");
+	base = slash ? slash + 1 : real;
+	bl = strlen(base);
+	dp = opendir(dir);
+	while (dp && (e = readdir(dp))) {
+		struct prl_leftover *l;
+		char *p;
+
+		if (strncmp(e->d_name, base, bl) || strncmp(e->d_name + bl, tag, tl) ||
+		    strlen(e->d_name + bl + tl) != rest)
+			continue;
+		p = prl_xasprintf("%s/%s", dir, e->d_name);
+		if (prl_folder_lstat(p, &st) || !S_ISREG(st.st_mode)) {
+			free(p);
+			continue;
+		}
+		if (*nr == cap) {
+			cap = cap ? cap * 2 : 4;
+			*out = realloc(*out, cap * sizeof(**out));
+			if (!*out) {
+				fputs("prldisk: out of memory\n", stderr);
+				abort();
+			}
+		}
+		l = &(*out)[(*nr)++];
+		memset(l, 0, sizeof(*l));
+		l->path = p;
+		l->bytes = (uint64_t)st.st_size;
+		l->busy = held(p);
+		snprintf(l->id, sizeof(l->id), "%s", e->d_name + bl + tl);
+	}
+	if (dp)
+		closedir(dp);
+	free(dir);
+	free(real);
+	return 0;
+}
+
+void prl_leftovers_free(struct prl_leftover *l, size_t nr)
+{
+	size_t i;
+
+	for (i = 0; i < nr; i++)
+		free(l[i].path);
+	free(l);
 }

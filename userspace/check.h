@@ -81,6 +81,13 @@ struct prl_check_report {
 
 struct prl_check_opts {
 	bool repair;
+	/*
+	 * The image was left open by an interrupted prldisk operation that
+	 * is to be rerun (a snapshot-delete whose marker is there): in_use
+	 * is then no sign of damage, only of the unfinished operation, and
+	 * is reported as a leak (the repair still closes it).
+	 */
+	bool left_open;
 	/* Called now and then on long runs (NULL: quiet). */
 	void (*progress)(void *ctx, uint64_t done, uint64_t total);
 	void *ctx;
@@ -116,5 +123,36 @@ void prl_check_report_free(struct prl_check_report *rep);
 const char *prl_problem_name(enum prl_problem_kind kind);
 /* "corrupt" or "leak". */
 const char *prl_severity_name(enum prl_severity sev);
+
+/*
+ * Interrupted operations (Documentation/prldisk.rst, "Interrupted
+ * operations").  snapshot-delete writes a marker beside the descriptor,
+ * "<descriptor>.delete.<GUID without braces>", before it changes any
+ * image, and removes it when done: a marker whose GUID is still a
+ * snapshot is a delete to rerun (its children may be left open, with part
+ * of the snapshot's clusters committed); one whose GUID is gone is a
+ * leftover.  mark: create it (durably), or find it there: *@resume.
+ */
+char *prl_delete_marker(const char *xml, const char *guid);
+int prl_delete_mark(const char *xml, const char *guid, bool *resume,
+		    struct prl_err *err);
+void prl_delete_unmark(const char *xml, const char *guid);
+
+/*
+ * Files beside @file (symlinks resolved) named "<its name><@tag>" and
+ * @rest more characters: convert's "<image>.convert.XXXXXX", the
+ * descriptor's "<xml>.tmp.XXXXXX", delete markers.  busy: an operation
+ * running now holds its lock.
+ */
+struct prl_leftover {
+	char *path;
+	uint64_t bytes;
+	bool busy;
+	char id[64];	/* the @rest characters */
+};
+
+int prl_leftovers(const char *file, const char *tag, size_t rest,
+		  struct prl_leftover **out, size_t *nr);
+void prl_leftovers_free(struct prl_leftover *l, size_t nr);
 
 #endif /* PRL_CHECK_H */

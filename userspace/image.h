@@ -173,6 +173,15 @@ int prl_image_merge(struct prl_image *from, struct prl_image *into, int raw_fd,
 		    prl_progress_fn progress, void *ctx, struct prl_err *err);
 int prl_image_fill(struct prl_image *img, struct prl_image *below,
 		   prl_progress_fn progress, void *ctx, struct prl_err *err);
+/*
+ * fill_part: fill from cluster *@next on, at most @max clusters (0: no
+ * limit); *@next is where to go on.  Returns 1 if clusters to fill are
+ * left past *@next, 0 if not, or a negative errno.  Both fill and merge
+ * sync the BAT every few GiB, so a run killed midway keeps its progress.
+ */
+int prl_image_fill_part(struct prl_image *img, struct prl_image *below,
+			uint64_t *next, uint64_t max, prl_progress_fn progress,
+			void *ctx, struct prl_err *err);
 int prl_image_grow(struct prl_image *img, uint64_t new_size,
 		   struct prl_err *err);
 int prl_image_convert(struct prl_image *img, enum prl_format_version fmt,

@@ -45,6 +45,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "activate.h"
@@ -414,12 +415,14 @@ static bool has_ext(const char *path)
 	return ext;
 }
 
+static int online_suspend(struct online *o, const char *what,
+			  struct prl_err *err);
+
 /* Find the disk's rw top and suspend it: the target commits and closes. */
 static int online_begin(struct online *o, const char *what,
 			struct prl_err *err)
 {
 	const struct prl_desc_image *im = prl_desc_image(o->d, o->d->top);
-	struct dmdev now;
 	int r;
 
 	r = im ? find_top(im->path, &o->top, err) :
@@ -435,6 +438,16 @@ static int online_begin(struct online *o, const char *what,
 				o->d->path, what, o->top.name, what);
 	table_params(o->old_params, sizeof(o->old_params), o->top.image,
 		     o->top.lower, o->top.opts);
+	return online_suspend(o, what, err);
+}
+
+/* Suspend the top: the target commits its BAT and closes the image. */
+static int online_suspend(struct online *o, const char *what,
+			  struct prl_err *err)
+{
+	struct dmdev now;
+	int r;
+
 	r = dm_simple(DM_DEVICE_SUSPEND, o->top.name, err);
 	if (r)
 		return r;
@@ -611,6 +624,38 @@ static int fill_children(struct prl_desc *d, const char *guid,
 	return r;
 }
 
+/* One step of the top's fill: the I/O it freezes is bounded by these. */
+#define STEP_BYTES	(64ULL << 20)
+#define STEP_MS		500
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Fill @img from @from from *@next on for one step: 1 if more is left. */
+static int fill_step(struct prl_image *img, struct prl_image *from,
+		     uint64_t *next, prl_progress_fn progress, void *ctx,
+		     struct prl_err *err)
+{
+	uint64_t per = STEP_BYTES >> PRL_SECTOR_SHIFT, t0 = now_ms();
+	uint64_t n = per / img->geom.cluster_sectors / 8;
+	int r;
+
+	/* In slices, so a slow disk also ends the step after STEP_MS. */
+	if (!n)
+		n = 1;
+	do {
+		r = prl_image_fill_part(img, from, next, n, progress, ctx, err);
+		per -= per > n * img->geom.cluster_sectors ?
+		       n * img->geom.cluster_sectors : per;
+	} while (r == 1 && per && now_ms() - t0 < STEP_MS);
+	return r;
+}
+
 int prl_snapshot_delete_online(struct prl_desc *d, const char *guid,
 			       prl_progress_fn progress, void *ctx,
 			       struct prl_err *err)
@@ -623,6 +668,8 @@ int prl_snapshot_delete_online(struct prl_desc *d, const char *guid,
 	struct attach at[MAX_ATTACH];
 	struct dmdev layer;
 	char params[384], *vpath;
+	uint64_t next = 0, t0;
+	bool more;
 	int r;
 
 	if (!ts || strcmp(ts->parent, guid))
@@ -644,20 +691,53 @@ int prl_snapshot_delete_online(struct prl_desc *d, const char *guid,
 		goto out;
 	fault_point("delete:children");
 
+	/*
+	 * The top is the live writable image: the kernel owns its BAT and
+	 * allocates at its end, so nothing may write it while its table
+	 * runs.  It takes the snapshot's clusters in short steps instead of
+	 * one long suspend: each step suspends (the target commits), fills
+	 * at most STEP_BYTES or STEP_MS worth, commits, and resumes on a
+	 * fresh table that reads the new BAT; the disk runs between steps.
+	 * Every step leaves the top complete over the snapshot, so a crash
+	 * anywhere loses nothing, and a rerun goes on from what was filled.
+	 */
 	r = online_begin(&o, "snapshot-delete", err);
 	if (!r)
 		r = find_parent_layer(&o, vpath, &layer, err);
 	if (r)
 		goto undo;
 	fault_point("delete:suspend");
-	/* The top takes every cluster it read from the snapshot, durably. */
-	r = open_top_rw(&o, top_path, &img, err);
-	if (r)
-		goto undo;
-	r = prl_image_fill(img, from, progress, ctx, err);
-	r = close_image(img, r, err);
-	if (r)
-		goto undo;
+	for (;;) {
+		t0 = now_ms();
+		r = open_top_rw(&o, top_path, &img, err);
+		if (r)
+			goto undo;
+		r = fill_step(img, from, &next, progress, ctx, err);
+		more = r == 1;
+		r = close_image(img, r < 0 ? r : 0, err);
+		if (r)
+			goto undo;
+		if (!more)
+			break;
+		/* Run again, on a table that reads the BAT just written. */
+		r = dm_reload(o.top.name, o.top.len, o.old_params, err);
+		if (r)
+			goto undo;
+		o.loaded = true;
+		r = dm_simple(DM_DEVICE_RESUME, o.top.name, err);
+		if (r)
+			goto undo;
+		o.loaded = o.suspended = o.changed = false;
+		fault_point("delete:step");
+		/* The disk runs at least as long as the step froze it. */
+		t0 = now_ms() - t0;
+		nanosleep(&(struct timespec){ .tv_sec = (time_t)(t0 / 1000),
+					      .tv_nsec = (long)(t0 % 1000) * 1000000 },
+			  NULL);
+		r = online_suspend(&o, "snapshot-delete", err);
+		if (r)
+			goto undo;
+	}
 	fault_point("delete:fill");
 	/* The top now reads alike over the snapshot or over what is below it. */
 	table_params(params, sizeof(params), o.top.image, layer.lower, o.top.opts);

@@ -54,6 +54,23 @@ static void report(prl_progress_fn progress, void *ctx, uint64_t done,
 		progress(ctx, done, total);
 }
 
+/*
+ * A long copy commits its progress: the BAT is synced every COMMIT_BYTES
+ * copied (or every 1/16 of the work on a small one), so a copy killed
+ * midway keeps all but the last stretch, and a rerun, which copies only
+ * what is still missing, goes on from there instead of from zero.
+ */
+#define COMMIT_BYTES	(2ULL << 30)
+
+static uint64_t commit_every(const struct prl_image *img, uint64_t total)
+{
+	uint64_t n = COMMIT_BYTES / cluster_bytes(img), f = total / 16;
+
+	if (f < 64)
+		f = 64;
+	return n && n < f ? n : f;
+}
+
 static int fsync_fd(int fd, const char *path, struct prl_err *err)
 {
 	if (fsync(fd))
@@ -418,7 +435,7 @@ static int write_raw(const struct prl_image *from, int fd, uint64_t c,
 int prl_image_merge(struct prl_image *from, struct prl_image *into, int raw_fd,
 		    prl_progress_fn progress, void *ctx, struct prl_err *err)
 {
-	uint64_t n = prl_image_clusters(from), c, done = 0, total;
+	uint64_t n = prl_image_clusters(from), c, done = 0, total, every;
 	void *buf;
 	bool present;
 	int r;
@@ -430,6 +447,7 @@ int prl_image_merge(struct prl_image *from, struct prl_image *into, int raw_fd,
 		return r;
 
 	total = prl_image_count_mapped(from);
+	every = commit_every(from, total);
 	buf = prl_xmalloc(cluster_bytes(from));
 	for (c = 0, r = 0; c < n && !r; c++) {
 		if (!prl_image_lookup(from, c))
@@ -441,6 +459,8 @@ int prl_image_merge(struct prl_image *from, struct prl_image *into, int raw_fd,
 		r = into ? prl_image_write_cluster(into, c, buf, err) :
 		    write_raw(from, raw_fd, c, buf, err);
 		report(progress, ctx, ++done, total);
+		if (!r && into && done % every == 0)
+			r = prl_image_sync(into, err);
 	}
 	free(buf);
 	if (r)
@@ -457,10 +477,11 @@ static bool supplies(const struct prl_image *below, uint64_t c)
 	       prl_image_lookup(below, c);
 }
 
-int prl_image_fill(struct prl_image *img, struct prl_image *below,
-		   prl_progress_fn progress, void *ctx, struct prl_err *err)
+int prl_image_fill_part(struct prl_image *img, struct prl_image *below,
+			uint64_t *next, uint64_t max, prl_progress_fn progress,
+			void *ctx, struct prl_err *err)
 {
-	uint64_t n = prl_image_clusters(img), c, done = 0, total = 0;
+	uint64_t n = prl_image_clusters(img), c, done = 0, total = 0, every;
 	void *buf;
 	bool present;
 	int r;
@@ -470,11 +491,14 @@ int prl_image_fill(struct prl_image *img, struct prl_image *below,
 		r = same_clusters(img, below, err);
 	if (r)
 		return r;
-	for (c = 0; c < n; c++)
+	for (c = *next; c < n; c++)
 		total += !prl_image_lookup(img, c) && supplies(below, c);
+	if (max && total > max)
+		total = max;
+	every = commit_every(img, total);
 
 	buf = prl_xmalloc(cluster_bytes(img));
-	for (c = 0; c < n && !r; c++) {
+	for (c = *next; c < n && !r && done < total; c++) {
 		if (prl_image_lookup(img, c) || !supplies(below, c))
 			continue;
 		r = prl_image_read_cluster(below, c, buf, &present, err);
@@ -483,11 +507,30 @@ int prl_image_fill(struct prl_image *img, struct prl_image *below,
 		clear_tail(below, c, buf);
 		r = prl_image_write_cluster(img, c, buf, err);
 		report(progress, ctx, ++done, total);
+		if (!r && done % every == 0)
+			r = prl_image_sync(img, err);
 	}
 	free(buf);
 	if (r)
 		return r;
-	return prl_image_sync(img, err);
+	*next = c;
+	r = prl_image_sync(img, err);
+	if (r)
+		return r;
+	/* Anything left past @next? */
+	for (; c < n; c++)
+		if (!prl_image_lookup(img, c) && supplies(below, c))
+			return 1;
+	return 0;
+}
+
+int prl_image_fill(struct prl_image *img, struct prl_image *below,
+		   prl_progress_fn progress, void *ctx, struct prl_err *err)
+{
+	uint64_t next = 0;
+	int r = prl_image_fill_part(img, below, &next, 0, progress, ctx, err);
+
+	return r < 0 ? r : 0;
 }
 
 /* ---- convert ------------------------------------------------------------- */
@@ -550,7 +593,8 @@ static int conv_write(struct conv *cv, struct prl_err *err)
 	       PRL_MAGIC_LEN);
 	h->data_off = htole32((uint32_t)cv->data_off);
 	h->ext_off = 0;
-	h->in_use = htole32(PRL_IN_USE_OPEN);	/* img stays open */
+	/* Complete once renamed: a crash right after leaves it clean. */
+	h->in_use = htole32(PRL_IN_USE_CLOSED_OLD);
 	if (img->allocated)
 		h->flags &= ~htole32(PRL_FLAG_EMPTY);
 
@@ -593,9 +637,6 @@ static int conv_switch(struct conv *cv, struct prl_err *err)
 	if (prl_parse_header(cv->meta, cv->end, &g, &why))
 		return prl_errf(err, EIO, "%s: converted header is bad: %s",
 				cv->tmp, why);
-	if (flock(cv->fd, LOCK_EX | LOCK_NB))
-		return prl_errf(err, errno, "%s: cannot lock: %s", cv->tmp,
-				strerror(errno));
 	if (prl_folder_rename(cv->tmp, cv->real))
 		return prl_errf(err, errno, "cannot rename %s to %s: %s",
 				cv->tmp, cv->real, strerror(errno));
@@ -642,6 +683,16 @@ int prl_image_convert(struct prl_image *img, enum prl_format_version fmt,
 	r = conv_plan(&cv, err);
 	if (r)
 		return r;
+	/*
+	 * The image is only read from here on, so it is closed on disk now
+	 * (our lock still keeps other writers out): a convert killed midway
+	 * leaves it as clean as it was, plus the temporary file, which check
+	 * names and check --repair removes.
+	 */
+	img->hdr->in_use = htole32(PRL_IN_USE_CLOSED_OLD);
+	img->geom.in_use = PRL_IN_USE_CLOSED_OLD;
+	img->dirty[0] |= 1;
+	img->meta_dirty = true;
 	r = prl_image_sync(img, err);
 	if (r)
 		return r;
@@ -661,8 +712,12 @@ int prl_image_convert(struct prl_image *img, enum prl_format_version fmt,
 		free(cv.real);
 		return r;
 	}
-	if (fstat(img->fd, &st) || fchmod(cv.fd, st.st_mode & 07777) ||
-	    (fchown(cv.fd, st.st_uid, st.st_gid) && errno != EPERM))
+	/* Locked from birth: check --repair leaves a running convert's file alone. */
+	if (flock(cv.fd, LOCK_EX | LOCK_NB))
+		r = prl_errf(err, errno, "%s: cannot lock: %s", cv.tmp,
+			     strerror(errno));
+	else if (fstat(img->fd, &st) || fchmod(cv.fd, st.st_mode & 07777) ||
+		 (fchown(cv.fd, st.st_uid, st.st_gid) && errno != EPERM))
 		r = prl_errf(err, errno, "%s: cannot copy the owner and mode: %s",
 			     cv.tmp, strerror(errno));
 	if (!r)

@@ -552,9 +552,9 @@ static int worse(int a, int b)
 
 /* One image: print (or collect in @jarr) its problems; the exit code. */
 static int check_one(const char *path, bool repair, const char *label,
-		     json_object *jarr)
+		     bool left_open, json_object *jarr)
 {
-	struct prl_check_opts o = { .repair = repair };
+	struct prl_check_opts o = { .repair = repair, .left_open = left_open };
 	struct prl_check_report rep = { 0 };
 	struct progress p = { .what = path, .last = -1 };
 	struct prl_err err = { "" };
@@ -627,6 +627,124 @@ static int check_one(const char *path, bool repair, const char *label,
 	return rc;
 }
 
+/* ---- interrupted operations (check) --------------------------------------- */
+
+static json_object *jinterrupted, *jleftovers;
+
+/* A snapshot-delete of @guid is marked as begun and not finished. */
+static bool delete_pending(const struct prl_desc *d, const char *guid)
+{
+	char *m = prl_delete_marker(d->path, guid);
+	struct stat st;
+	bool r = !prl_folder_lstat(m, &st) && S_ISREG(st.st_mode);
+
+	free(m);
+	return r;
+}
+
+/* @guid's parent is being deleted: the delete left it open, not damage. */
+static bool child_of_interrupted(const struct prl_desc *d, const char *guid)
+{
+	const struct prl_desc_shot *s = prl_desc_shot(d, guid);
+
+	return s && strcmp(s->parent, PRL_GUID_NULL) && delete_pending(d, s->parent);
+}
+
+/*
+ * Files an interrupted @what left beside @file (named "<file>@tag..."):
+ * named, and removed by a repair unless an operation running now holds
+ * them.  Leaks only: they are not part of the disk.
+ */
+static int check_leftovers(const char *file, const char *tag, const char *what,
+			   bool repair)
+{
+	struct prl_leftover *l;
+	size_t i, nr;
+	int rc = EX_OK;
+
+	prl_leftovers(file, tag, 6, &l, &nr);
+	for (i = 0; i < nr; i++) {
+		bool removed = false;
+
+		if (!l[i].busy && repair) {
+			removed = !prl_folder_unlink(l[i].path);
+			if (removed)
+				prl_fsync_dir_of(l[i].path);
+		}
+		if (!l[i].busy && !removed)
+			rc = EX_LEAKS;
+		if (cli.json) {
+			json_object *x = json_object_new_object();
+
+			jadd(x, "file", jstr(l[i].path));
+			jadd(x, "left_by", jstr(what));
+			jadd(x, "bytes", ju64(l[i].bytes));
+			jadd(x, "in_use", json_object_new_boolean(l[i].busy));
+			jadd(x, "removed", json_object_new_boolean(removed));
+			json_object_array_add(jleftovers, x);
+		} else if (l[i].busy) {
+			printf("%s: being written by a prldisk %s running now\n",
+			       l[i].path, what);
+		} else {
+			printf("%s: leak: leftover of an interrupted prldisk %s (%" PRIu64 " bytes), not part of the disk; %s\n",
+			       l[i].path, what, l[i].bytes,
+			       removed ? "repaired: removed" : "prldisk check --repair removes it");
+		}
+	}
+	prl_leftovers_free(l, nr);
+	return rc;
+}
+
+/* snapshot-delete markers: a delete to finish, or (its GUID gone) a leftover. */
+static int check_deletes(const struct prl_desc *d, bool repair)
+{
+	struct prl_leftover *l;
+	size_t i, nr;
+	int rc = EX_OK;
+
+	prl_leftovers(d->path, ".delete.", GUID_BARE_LEN, &l, &nr);
+	for (i = 0; i < nr; i++) {
+		char guid[PRL_GUID_LEN + 1];
+		bool removed = false, pending;
+
+		snprintf(guid, sizeof(guid), "{%.36s}", l[i].id);
+		pending = !prl_guid_parse(guid, guid) && prl_desc_shot(d, guid);
+		if (!pending && repair) {
+			removed = !prl_folder_unlink(l[i].path);
+			if (removed)
+				prl_fsync_dir_of(l[i].path);
+		}
+		if (!removed)
+			rc = EX_LEAKS;
+		if (cli.json) {
+			json_object *x = json_object_new_object();
+
+			jadd(x, "operation", jstr("snapshot-delete"));
+			jadd(x, "guid", jstr(guid));
+			jadd(x, "marker", jstr(l[i].path));
+			jadd(x, "pending", json_object_new_boolean(pending));
+			if (pending) {
+				char *cmd = prl_xasprintf("prldisk snapshot-delete %s %s",
+							  d->path, guid);
+
+				jadd(x, "command", jstr(cmd));
+				free(cmd);
+			}
+			jadd(x, "removed", json_object_new_boolean(removed));
+			json_object_array_add(jinterrupted, x);
+		} else if (pending) {
+			printf("%s: snapshot-delete of %s was interrupted: its children hold part of its clusters, nothing is lost; finish it with: prldisk snapshot-delete %s %s\n",
+			       d->path, guid, d->path, guid);
+		} else {
+			printf("%s: leak: marker of a snapshot-delete of %s that finished (the snapshot is gone); %s\n",
+			       l[i].path, guid, removed ? "repaired: removed" :
+			       "prldisk check --repair removes it");
+		}
+	}
+	prl_leftovers_free(l, nr);
+	return rc;
+}
+
 /* The descriptor's own rules were checked by loading it; these are the files'. */
 static int check_desc_images(const struct prl_desc *d, bool repair,
 			     json_object *jarr)
@@ -652,7 +770,9 @@ static int check_desc_images(const struct prl_desc *d, bool repair,
 				       im->path);
 			continue;
 		}
-		rc = worse(rc, check_one(im->path, repair, im->guid, jarr));
+		rc = worse(rc, check_one(im->path, repair, im->guid,
+					 child_of_interrupted(d, im->guid), jarr));
+		rc = worse(rc, check_leftovers(im->path, ".convert.", "convert", repair));
 		/* The image's own size and cluster size against the descriptor. */
 		if (prl_image_open(im->path, 0, &img, &err))
 			continue;
@@ -732,6 +852,8 @@ static int check_desc(const char *xml, bool repair, json_object *jarr)
 			prog, err.msg);
 	}
 	rc = check_desc_images(d, repair, jarr);
+	rc = worse(rc, check_deletes(d, repair));
+	rc = worse(rc, check_leftovers(d->path, ".tmp.", "descriptor save", repair));
 free:
 	prl_desc_free(d);
 out:
@@ -747,16 +869,24 @@ static int cmd_check(int argc, char **argv, bool repair)
 
 	if (argc != 1)
 		return die_usage("check takes one XML or IMAGE");
+	if (cli.json) {
+		jinterrupted = json_object_new_array();
+		jleftovers = json_object_new_array();
+	}
 	xml = descriptor_path(argv[0]);
 	if (xml)
 		rc = check_desc(xml, repair, jarr);
 	else
-		rc = check_one(argv[0], repair, NULL, jarr);
+		rc = worse(check_one(argv[0], repair, NULL, false, jarr),
+			   check_leftovers(argv[0], ".convert.", "convert", repair));
 	free(xml);
 	if (cli.json) {
 		json_object *o = json_object_new_object();
 
 		jadd(o, "images", jarr);
+		jadd(o, "interrupted", jinterrupted);
+		jadd(o, "leftovers", jleftovers);
+		jinterrupted = jleftovers = NULL;
 		jadd(o, "result", jstr(verdict_name(rc)));
 		jadd(o, "exit_code", json_object_new_int(rc));
 		json_print(o);
@@ -1082,7 +1212,7 @@ static int cmd_snapshot_delete(int argc, char **argv)
 	struct prl_desc *d;
 	struct prl_err err;
 	char *xml, *vpath = NULL;
-	bool online = false;
+	bool online = false, resume = false;
 	size_t i;
 	int rc;
 
@@ -1122,6 +1252,15 @@ static int cmd_snapshot_delete(int argc, char **argv)
 		rc = EX_FAIL;
 		goto out;
 	}
+	/*
+	 * The marker says, until the end, that this delete is under way: a
+	 * run killed midway is told from damage by check, and rerun, goes on
+	 * where it was (each child's committed clusters are not copied again).
+	 */
+	if (prl_delete_mark(d->path, guid, &resume, &err)) {
+		rc = fail_err(&err);
+		goto out;
+	}
 	if (online) {
 		struct progress p = { .last = -1, .what = d->path };
 
@@ -1129,6 +1268,8 @@ static int cmd_snapshot_delete(int argc, char **argv)
 		rc = prl_snapshot_delete_online(d, guid, progress_cb, &p, &err);
 		if (rc)
 			rc = fail_err(&err);
+		else
+			prl_delete_unmark(d->path, guid);
 		goto deleted;
 	}
 	vpath = prl_xstrdup(victim->path);
@@ -1147,11 +1288,16 @@ static int cmd_snapshot_delete(int argc, char **argv)
 			continue;
 		ci = prl_desc_image(d, d->shots[i].guid);
 		p.what = ci->path;
-		if (open_rw(ci->path, &child, &err)) {
+		/* A child our killed run left open is ours to take over. */
+		if (prl_image_open(ci->path, PRL_OPEN_RW | (resume ? PRL_OPEN_IGNORE_IN_USE : 0),
+				   &child, &err)) {
 			rc = fail_err(&err);
 			goto out;
 		}
 		rc = prl_image_fill(child, from, progress_cb, &p, &err);
+		/* What the killed run copied but never committed is cut off. */
+		if (!rc && resume)
+			rc = prl_image_truncate(child, &err);
 		if (prl_image_close(child, rc ? &(struct prl_err){ "" } : &err) && !rc)
 			rc = -EIO;
 		if (rc) {
@@ -1167,6 +1313,7 @@ static int cmd_snapshot_delete(int argc, char **argv)
 	if (prl_folder_unlink(vpath))
 		fprintf(stderr, "%s: warning: could not remove %s: %s\n", prog, vpath,
 			strerror(errno));
+	prl_delete_unmark(d->path, guid);
 	rc = EX_OK;
 deleted:
 	if (!rc && !cli.json)
