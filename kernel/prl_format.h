@@ -61,7 +61,7 @@
  * by prldisk alike; a larger one is not used.
  */
 #define PRL_MAX_EXT_CLUSTER_BYTES	(64ULL << 20)
-#define PRL_MAX_BITMAP_BITS		(1ULL << 31)
+#define PRL_MAX_BITMAP_BITS		BIT_ULL(31)
 
 struct prl_header {
 	char	magic[PRL_MAGIC_LEN];
