@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/statvfs.h>
 
 #include <endian.h>
 #include <openssl/evp.h>
@@ -264,6 +265,32 @@ out:
 	return r;
 }
 
+/*
+ * Cluster @i of @bm as stored (an untrusted bitmap with every bit set) in
+ * @chunk, @cb bytes: 0 all clear, 1 all set (L1 values that own no
+ * cluster), 2 mixed (written out).
+ */
+static int bitmap_chunk(const struct prl_dirty_bitmap *bm, uint64_t i,
+			uint64_t cb, uint8_t *chunk)
+{
+	bool any = false, all = true;
+	uint64_t j;
+
+	for (j = 0; j < cb; j++) {
+		uint64_t bit = (i * cb + j) * 8;
+		uint8_t mask = bit >= bm->nr_bits ? 0 :
+			       bm->nr_bits - bit < 8 ?
+			       (uint8_t)((1U << (bm->nr_bits - bit)) - 1) : 0xff;
+		uint8_t v = mask ? (bm->trusted ? bm->bits[i * cb + j] : 0xff) & mask : 0;
+
+		if (mask)
+			all &= v == mask;
+		chunk[j] = v;
+		any |= v != 0;
+	}
+	return !any ? 0 : all ? 1 : 2;
+}
+
 int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 			 struct prl_err *err)
 {
@@ -271,11 +298,11 @@ int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 	struct prl_ext_feature fh = { 0 };
 	struct prl_image *img;
 	struct prl_header h;
-	uint8_t *ext = NULL, *chunk;
-	uint64_t cb, l1n, i, j, pos, need;
+	uint8_t *ext = NULL, *chunk = NULL;
+	uint64_t cb, l1n, i, pos, need;
+	struct statvfs sv;
 	__le64 *l1;
-	bool any, all;
-	int fd = -1, r;
+	int fd = -1, r, v;
 
 	r = prl_image_open(path, 0, &img, err);
 	if (r)
@@ -301,32 +328,32 @@ int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 	ext = prl_xcalloc(1, cb);
 	chunk = prl_xmalloc(cb);
 	l1 = (__le64 *)(ext + sizeof(struct prl_ext_header) + sizeof(fh) + sizeof(bh));
+	/* Room for what is written, checked before writing a byte. */
+	for (i = 0, need = cb; i < l1n; i++)
+		need += bitmap_chunk(bm, i, cb, chunk) > 1 ? cb : 0;
+	r = img->blkdev || !fstatvfs(fd, &sv) ? 0 : -errno;
+	if (r) {
+		r = prl_errf(err, r, "%s: cannot tell the free space of its file system: %s",
+			     path, strerror(-r));
+		goto out;
+	}
+	if (!img->blkdev && (uint64_t)sv.f_bavail * sv.f_frsize < need) {
+		r = prl_errf(err, ENOSPC,
+			     "%s: the dirty bitmap needs %" PRIu64 " bytes of free space, its file system has %" PRIu64 ": nothing written; make room and run it again",
+			     path, need, (uint64_t)sv.f_bavail * sv.f_frsize);
+		goto out;
+	}
 	pos = img->end;
 	for (i = 0; i < l1n && !r; i++) {
-		/* Cluster i of the bitmap: all clear, all set, or its bytes. */
-		any = false;
-		all = true;
-		for (j = 0; j < cb; j++) {
-			uint64_t bit = (i * cb + j) * 8;
-			uint8_t mask = bit >= bm->nr_bits ? 0 :
-				       bm->nr_bits - bit < 8 ?
-				       (uint8_t)((1U << (bm->nr_bits - bit)) - 1) : 0xff;
-			uint8_t v = mask ? (bm->trusted ? bm->bits[i * cb + j] : 0xff) & mask : 0;
-
-			if (mask)
-				all &= v == mask;
-			chunk[j] = v;
-			any |= v != 0;
-		}
-		if (!any || all) {
-			l1[i] = htole64(any ? 1 : 0);
+		v = bitmap_chunk(bm, i, cb, chunk);
+		if (v < 2) {
+			l1[i] = htole64(v);
 			continue;
 		}
 		r = prl_pwrite_full(fd, chunk, cb, pos * SECTOR);
 		l1[i] = htole64(pos);
 		pos += img->geom.cluster_sectors;
 	}
-	free(chunk);
 	fh.magic = htole64(PRL_EXT_DIRTY_BITMAP);
 	fh.data_size = htole32((uint32_t)(sizeof(bh) + l1n * 8));
 	bh.size = htole64(bm->nb_sectors);
@@ -354,6 +381,7 @@ int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 out:
 	if (fd >= 0)
 		close(fd);
+	free(chunk);
 	free(ext);
 	prl_image_close(img, &(struct prl_err){ "" });
 	return r;

@@ -58,7 +58,9 @@ int prl_bitmap_clear(const char *path, struct prl_err *err);
  * Write @bm into @path, a closed image with no data and no extension (a
  * new delta): bitmap clusters and the extension at its end, synced, then
  * the header (ext_off, in_use closed as v2.1), synced.  An untrusted @bm
- * is written with every bit set.
+ * is written with every bit set.  A file system without the free space
+ * the bitmap clusters and the extension need is refused (-ENOSPC) before
+ * a byte is written.
  */
 int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 			 struct prl_err *err);

@@ -10,6 +10,9 @@
 # (2^31, prl_format.h) is refused at once, exit 1, one line naming the
 # image and the granularity; one at the limit is served; one that does not
 # fit the memory at hand is refused with a message, never an abort.
+# An offline snapshot copies the top's bitmap into the new top: it used to
+# write until the file system was full, then leave the new file there; now
+# it checks the free space first (as root: on a small tmpfs).
 set -eu
 . "$SRC/tests/vm/lib.sh"
 require_cmd python3 timeout
@@ -90,9 +93,30 @@ case_small() {
 	expect_eq "$(cat small.out)" "0 67108864" "small: diff"
 }
 
+# A 64 GiB disk, 1 MiB clusters, a 16 MiB bitmap of mixed clusters on a
+# 24 MiB tmpfs: the root fits, a copy of its bitmap does not.
+case_space() {
+	if [ "$(id -u)" != 0 ]; then note "space: needs root to mount a tmpfs: not run"; return 0; fi
+	mkdir small
+	mount -t tmpfs -o size=24M tmpfs small
+	at_exit "! mountpoint -q '$T/small' || umount '$T/small'"
+	"$PRLDISK" create small/d --size 64G --cluster-size 1M > /dev/null
+	python3 "$GEN" small/d/root.hds 2048 $((1 << 27)) 1 data > /dev/null
+	sha256sum small/d/root.hds small/d/DiskDescriptor.xml > space.sum
+	free0=$(df -B1 --output=avail small | tail -n 1)
+	run space "$MEM" snapshot small/d
+	expect_eq "$rc" 1 "space: snapshot exit status"
+	expect_eq "$(wc -l < space.err)" 1 "space: lines on stderr"
+	grep -qF "needs 17825792 bytes of free space" space.err || fail "space: $(cat space.err)"
+	sha256sum -c --quiet space.sum >&2 || fail "space: the disk changed"
+	expect_eq "$(find small/d -name 'root.hds.*' | wc -l)" 0 "space: new files left"
+	expect_eq "$(df -B1 --output=avail small | tail -n 1)" "$free0" "space: free space after"
+}
+
 run_case huge
 run_case allset
 run_case limit
 run_case bigcluster
 run_case small
+run_case space
 cases_done
