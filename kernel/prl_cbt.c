@@ -18,10 +18,9 @@
 
 #define DM_MSG_PREFIX "parallels"
 
-/* The extension cluster is read whole and hashed whole. */
-#define PRL_CBT_MAX_CLUSTER	(64ULL << 20)
-/* 2^31 bits is a 256 MiB bitmap in memory. */
-#define PRL_CBT_MAX_BITS	BIT_ULL(31)
+/* Shared with prldisk (prl_format.h). */
+#define PRL_CBT_MAX_CLUSTER	PRL_MAX_EXT_CLUSTER_BYTES
+#define PRL_CBT_MAX_BITS	PRL_MAX_BITMAP_BITS
 
 static u64 prl_cbt_bytes(const struct prl_meta *pm)
 {

@@ -55,6 +55,13 @@
 #define PRL_MAX_CLUSTER_SECTORS	BIT(21)
 /* 2^28 entries is a 1 GiB BAT: 256 TiB with 1 MiB clusters. */
 #define PRL_MAX_BAT_ENTRIES	BIT(28)
+/*
+ * The format extension cluster is read and hashed whole, and a dirty
+ * bitmap is kept whole in memory (2^31 bits: 256 MiB), by the target and
+ * by prldisk alike; a larger one is not used.
+ */
+#define PRL_MAX_EXT_CLUSTER_BYTES	(64ULL << 20)
+#define PRL_MAX_BITMAP_BITS		BIT_ULL(31)
 
 struct prl_header {
 	char	magic[PRL_MAGIC_LEN];

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/statvfs.h>
 
 #include <endian.h>
 #include <openssl/evp.h>
@@ -22,7 +23,7 @@
 
 #define SECTOR			512
 /* As the kernel: the extension cluster is read and hashed whole. */
-#define EXT_MAX_CLUSTER		(64ULL << 20)
+#define EXT_MAX_CLUSTER		PRL_MAX_EXT_CLUSTER_BYTES
 
 /* An image's extension, read and checked. */
 struct ext {
@@ -68,7 +69,11 @@ static int ext_read(const char *path, struct ext *x, struct prl_err *err)
 		return prl_errf(err, EOPNOTSUPP,
 				"%s: format extensions in clusters over 64 MiB are not supported",
 				path);
-	x->buf = prl_xmalloc(x->cb);
+	x->buf = malloc(x->cb);
+	if (!x->buf)
+		return prl_errf(err, ENOMEM,
+				"%s: not enough memory to read its format extension (one cluster, %" PRIu64 " bytes)",
+				path, x->cb);
 	r = prl_pread_full(x->img->fd, x->buf, x->cb, g->ext_off * SECTOR);
 	if (r)
 		return prl_errf(err, r, "%s: cannot read the format extension: %s",
@@ -83,8 +88,12 @@ static int ext_read(const char *path, struct ext *x, struct prl_err *err)
 		if (!x->info.nr_bitmaps)
 			return 0;
 		x->l1 = (__le64 *)(x->buf + x->info.bitmap.l1_pos);
-		scratch = prl_xcalloc((size_t)x->img->allocated + 1 +
-				      x->info.bitmap.l1_size, sizeof(*scratch));
+		scratch = calloc((size_t)x->img->allocated + 1 +
+				 x->info.bitmap.l1_size, sizeof(*scratch));
+		if (!scratch)
+			return prl_errf(err, ENOMEM,
+					"%s: not enough memory to check its dirty bitmap against %" PRIu32 " clusters",
+					path, x->img->allocated);
 		r = prl_check_l1(g, x->img->bat, x->l1, x->info.bitmap.l1_size,
 				 x->img->file_sectors, scratch, &end, &why);
 		free(scratch);
@@ -100,7 +109,7 @@ int prl_bitmap_load(const char *path, struct prl_dirty_bitmap *bm,
 		    struct prl_err *err)
 {
 	const struct prl_ext_bitmap *b;
-	uint64_t i, size, at;
+	uint64_t i, bytes, at, off, len;
 	struct ext x;
 	int r;
 
@@ -116,23 +125,45 @@ int prl_bitmap_load(const char *path, struct prl_dirty_bitmap *bm,
 	bm->nr_bits = (bm->nb_sectors + b->granularity - 1) / b->granularity;
 	bm->in_use = x.img->geom.in_use;
 	bm->trusted = bm->in_use == PRL_IN_USE_CLOSED;
-	/* Room for whole clusters, as either serialization lays them out. */
-	size = prl_bitmap_l1_size(bm->nb_sectors, b->granularity, x.cb);
-	if (size < b->l1_size)
-		size = b->l1_size;
-	bm->bits = prl_xcalloc(size, x.cb);
+	/*
+	 * The disk's granules, never more: a header can claim a 64 TiB
+	 * disk in a file of a few MiB.  Over the kernel's limit the target
+	 * drops the bitmap; so do we, before allocating anything.
+	 */
+	if (bm->nr_bits > PRL_MAX_BITMAP_BITS) {
+		r = prl_errf(err, EFBIG,
+			     "%s: the dirty bitmap's granularity (%" PRIu32 " sectors) for a disk of %" PRIu64 " sectors makes %" PRIu64 " bits, over the %llu (%llu MiB) that prldisk and the target keep in memory: the bitmap is not used; back up the whole disk, and track with a coarser granularity",
+			     path, b->granularity, bm->nb_sectors, bm->nr_bits,
+			     PRL_MAX_BITMAP_BITS, PRL_MAX_BITMAP_BITS / 8 >> 20);
+		goto fail;
+	}
+	/* Whole 64-bit words, as QEMU serializes it. */
+	bytes = (bm->nr_bits + 63) / 64 * 8;
+	bm->bits = calloc(bytes, 1);
+	if (!bm->bits) {
+		r = prl_errf(err, ENOMEM,
+			     "%s: not enough memory for its dirty bitmap (%" PRIu64 " bytes for %" PRIu64 " granules)",
+			     path, bytes, bm->nr_bits);
+		goto fail;
+	}
+	/* Only the part of each bitmap cluster that holds granules. */
 	for (i = 0; i < b->l1_size && r > 0; i++) {
 		at = le64toh(x.l1[i]);
+		off = i * x.cb;
+		if (off >= bytes)
+			break;
+		len = bytes - off < x.cb ? bytes - off : x.cb;
 		if (at == 1)
-			memset(bm->bits + i * x.cb, 0xff, x.cb);
+			memset(bm->bits + off, 0xff, len);
 		else if (at > 1 &&
-			 prl_pread_full(x.img->fd, bm->bits + i * x.cb, x.cb, at * SECTOR))
+			 prl_pread_full(x.img->fd, bm->bits + off, len, at * SECTOR))
 			r = prl_errf(err, EIO, "%s: cannot read the dirty bitmap at sector %" PRIu64,
 				     path, at);
 	}
 	/* Bits past the disk's end are not granules. */
-	for (i = bm->nr_bits; i < size * x.cb * 8; i++)
+	for (i = bm->nr_bits; i < bytes * 8; i++)
 		bm->bits[i / 8] &= (uint8_t)~(1U << (i % 8));
+fail:
 	if (r < 0)
 		prl_bitmap_free(bm);
 out:
@@ -234,6 +265,32 @@ out:
 	return r;
 }
 
+/*
+ * Cluster @i of @bm as stored (an untrusted bitmap with every bit set) in
+ * @chunk, @cb bytes: 0 all clear, 1 all set (L1 values that own no
+ * cluster), 2 mixed (written out).
+ */
+static int bitmap_chunk(const struct prl_dirty_bitmap *bm, uint64_t i,
+			uint64_t cb, uint8_t *chunk)
+{
+	bool any = false, all = true;
+	uint64_t j;
+
+	for (j = 0; j < cb; j++) {
+		uint64_t bit = (i * cb + j) * 8;
+		uint8_t mask = bit >= bm->nr_bits ? 0 :
+			       bm->nr_bits - bit < 8 ?
+			       (uint8_t)((1U << (bm->nr_bits - bit)) - 1) : 0xff;
+		uint8_t v = mask ? (bm->trusted ? bm->bits[i * cb + j] : 0xff) & mask : 0;
+
+		if (mask)
+			all &= v == mask;
+		chunk[j] = v;
+		any |= v != 0;
+	}
+	return !any ? 0 : all ? 1 : 2;
+}
+
 int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 			 struct prl_err *err)
 {
@@ -241,11 +298,11 @@ int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 	struct prl_ext_feature fh = { 0 };
 	struct prl_image *img;
 	struct prl_header h;
-	uint8_t *ext = NULL, *chunk;
-	uint64_t cb, l1n, i, j, pos, need;
+	uint8_t *ext = NULL, *chunk = NULL;
+	uint64_t cb, l1n, i, pos, need;
+	struct statvfs sv;
 	__le64 *l1;
-	bool any, all;
-	int fd = -1, r;
+	int fd = -1, r, v;
 
 	r = prl_image_open(path, 0, &img, err);
 	if (r)
@@ -271,32 +328,32 @@ int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 	ext = prl_xcalloc(1, cb);
 	chunk = prl_xmalloc(cb);
 	l1 = (__le64 *)(ext + sizeof(struct prl_ext_header) + sizeof(fh) + sizeof(bh));
+	/* Room for what is written, checked before writing a byte. */
+	for (i = 0, need = cb; i < l1n; i++)
+		need += bitmap_chunk(bm, i, cb, chunk) > 1 ? cb : 0;
+	r = img->blkdev || !fstatvfs(fd, &sv) ? 0 : -errno;
+	if (r) {
+		r = prl_errf(err, r, "%s: cannot tell the free space of its file system: %s",
+			     path, strerror(-r));
+		goto out;
+	}
+	if (!img->blkdev && (uint64_t)sv.f_bavail * sv.f_frsize < need) {
+		r = prl_errf(err, ENOSPC,
+			     "%s: the dirty bitmap needs %" PRIu64 " bytes of free space, its file system has %" PRIu64 ": nothing written; make room and run it again",
+			     path, need, (uint64_t)sv.f_bavail * sv.f_frsize);
+		goto out;
+	}
 	pos = img->end;
 	for (i = 0; i < l1n && !r; i++) {
-		/* Cluster i of the bitmap: all clear, all set, or its bytes. */
-		any = false;
-		all = true;
-		for (j = 0; j < cb; j++) {
-			uint64_t bit = (i * cb + j) * 8;
-			uint8_t mask = bit >= bm->nr_bits ? 0 :
-				       bm->nr_bits - bit < 8 ?
-				       (uint8_t)((1U << (bm->nr_bits - bit)) - 1) : 0xff;
-			uint8_t v = mask ? (bm->trusted ? bm->bits[i * cb + j] : 0xff) & mask : 0;
-
-			if (mask)
-				all &= v == mask;
-			chunk[j] = v;
-			any |= v != 0;
-		}
-		if (!any || all) {
-			l1[i] = htole64(any ? 1 : 0);
+		v = bitmap_chunk(bm, i, cb, chunk);
+		if (v < 2) {
+			l1[i] = htole64(v);
 			continue;
 		}
 		r = prl_pwrite_full(fd, chunk, cb, pos * SECTOR);
 		l1[i] = htole64(pos);
 		pos += img->geom.cluster_sectors;
 	}
-	free(chunk);
 	fh.magic = htole64(PRL_EXT_DIRTY_BITMAP);
 	fh.data_size = htole32((uint32_t)(sizeof(bh) + l1n * 8));
 	bh.size = htole64(bm->nb_sectors);
@@ -324,6 +381,7 @@ int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 out:
 	if (fd >= 0)
 		close(fd);
+	free(chunk);
 	free(ext);
 	prl_image_close(img, &(struct prl_err){ "" });
 	return r;

@@ -20,7 +20,9 @@ struct prl_dirty_bitmap {
 	uint32_t granularity;	/* sectors per bit */
 	uint64_t nb_sectors;	/* the disk it covers */
 	uint64_t nr_bits;
-	uint8_t *bits;		/* bit n is bit n % 8 of byte n / 8 */
+	uint8_t *bits;		/* bit n is bit n % 8 of byte n / 8; nr_bits
+				 * rounded up to 64-bit words, bits past
+				 * nr_bits clear */
 	bool trusted;		/* the image was closed as v2.1 */
 	uint32_t in_use;	/* the image's in_use field */
 };
@@ -28,7 +30,10 @@ struct prl_dirty_bitmap {
 /*
  * Load the dirty bitmap of image @path: 1 and @bm filled, 0 if the image
  * has none (no extension, or one without a bitmap), -errno with a message
- * for a damaged one.  prl_bitmap_free() after 1.
+ * for a damaged one, one of more than PRL_MAX_BITMAP_BITS granules
+ * (-EFBIG: the target does not use it either) or one there is no memory
+ * for (-ENOMEM).  Memory: the extension cluster while loading, then the
+ * disk's granules in bits.  prl_bitmap_free() after 1.
  */
 int prl_bitmap_load(const char *path, struct prl_dirty_bitmap *bm,
 		    struct prl_err *err);
@@ -53,7 +58,9 @@ int prl_bitmap_clear(const char *path, struct prl_err *err);
  * Write @bm into @path, a closed image with no data and no extension (a
  * new delta): bitmap clusters and the extension at its end, synced, then
  * the header (ext_off, in_use closed as v2.1), synced.  An untrusted @bm
- * is written with every bit set.
+ * is written with every bit set.  A file system without the free space
+ * the bitmap clusters and the extension need is refused (-ENOSPC) before
+ * a byte is written.
  */
 int prl_bitmap_store_new(const char *path, const struct prl_dirty_bitmap *bm,
 			 struct prl_err *err);

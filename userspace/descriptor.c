@@ -392,7 +392,9 @@ static int check_symlinks(struct ld *l, xmlNodePtr n, const char *file,
 
 /*
  * A path the kernel could not take, or one deep enough to cost a
- * realpath() per component (check_symlinks()), is refused before use.
+ * realpath() per component (check_symlinks()), or one with a control
+ * character (a newline would split every message naming it), is refused
+ * before use.
  */
 static int check_file_size(struct ld *l, xmlNodePtr n, const char *file)
 {
@@ -403,6 +405,11 @@ static int check_file_size(struct ld *l, xmlNodePtr n, const char *file)
 	if (len >= PATH_MAX)
 		return ld_err(l, n, "File '%s' is %zu bytes long: at most %d (PATH_MAX - 1) are supported",
 			      q(qb, file), len, PATH_MAX - 1);
+	/* Every message names the file on one line: no control characters. */
+	for (e = file; *e; e++)
+		if ((unsigned char)*e < 0x20 || *e == 0x7f)
+			return ld_err(l, n, "File '%s' has a control character: rename the image and its <File>",
+				      q(qb, file));
 	while (*s) {
 		while (*s == '/')
 			s++;

@@ -12,5 +12,8 @@
 #ifndef BIT
 #define BIT(nr) (1UL << (nr))
 #endif
+#ifndef BIT_ULL
+#define BIT_ULL(nr) (1ULL << (nr))
+#endif
 
 #endif /* PRL_COMPAT_H */

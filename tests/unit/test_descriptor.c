@@ -948,6 +948,10 @@ static void t_limits(void **state)
 	refused(d2, 0, "a component of 256 bytes: at most 255 (NAME_MAX)");
 	snprintf(d2, sizeof(d2), DOC(P64 S64(IMG(GT, "%04096d")) ONE_SNAP), 0);
 	refused(d2, 0, "is 4096 bytes long: at most 4095 (PATH_MAX - 1)");
+	/* a newline would split every message naming the file (fuzz_folder) */
+	refused(DOC(P64 S64(IMG(GT, "root.hds.{4&#10;6}")) ONE_SNAP), 0,
+		"File 'root.hds.{4\\x0a6}' has a control character");
+	refused(DOC(P64 S64(IMG(GT, "a\tb")) ONE_SNAP), 0, "has a control character");
 	free(attrs.s);
 	free(elems.s);
 	free(path.s);
