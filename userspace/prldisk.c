@@ -1165,7 +1165,7 @@ static int cmd_snapshot(int argc, char **argv)
 		/* The old top's dirty bitmap goes on in the new one. */
 		if (!rc && prl_bitmap_carry(old, path, &err) < 0) {
 			rc = -EIO;
-			unlink(path);	/* a new delta nothing names */
+			prl_folder_unlink(path);	/* a new delta nothing names */
 		}
 		if (!rc) {
 			rc = prl_desc_add(d, newtop, PRL_IMAGE_COMPRESSED, file, snap, &err);
