@@ -45,8 +45,15 @@ json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 down() {
 	for x in "$X1" "$X2"; do (cd / && "$P" deactivate "$x" >/dev/null); done
 }
+# Each case starts with nothing active, whatever the one before left.
+reset() {
+	(cd / && for n in 101-root.hdd 102-root.hdd root.hdd ct102; do
+		"$P" deactivate "$n"; done; for x in "$X1" "$X2"; do
+		"$P" deactivate "$x"; done) > /dev/null 2>&1 || true
+}
 
 case_side_by_side() {
+	reset
 	d1=$("$P" activate "$V/101/root.hdd")
 	d2=$("$P" activate "$V/102/root.hdd") ||
 		fail "the second root.hdd was not activated beside the first"
@@ -78,6 +85,7 @@ case_side_by_side() {
 
 # 102 under --name, 101 under the name that was everyone's default before.
 case_deactivate_by_identity() {
+	reset
 	"$P" activate "$X1" --name root.hdd >/dev/null
 	"$P" activate "$X2" --name ct102 >/dev/null
 	put root.hdd p101
@@ -97,6 +105,7 @@ case_deactivate_by_identity() {
 
 # A hand-made parallels table under 101's default name, over another image.
 case_handmade() {
+	reset
 	d1=$("$P" activate "$X1")
 	n1=${d1#/dev/mapper/}
 	(cd / && "$P" deactivate "$X1") >&2
@@ -122,6 +131,7 @@ case_handmade() {
 
 # A snapshot, so that root.hds is a read-only lower layer of the active disk.
 case_lower_layer() {
+	reset
 	"$P" snapshot "$X1" >&2
 	low=$V/101/root.hdd/root.hds
 	d1=$("$P" activate "$X1")
