@@ -11,7 +11,9 @@
 # - a device made by hand under a disk's default name is not removed by
 #   deactivate XML, which says why;
 # - resize and convert of a lower layer of an active disk are refused,
-#   naming the device; the top's online resize still works.
+#   naming the device; the top's online resize still works;
+# - a device made by an older prldisk (no identity in its UUID) is still
+#   its disk's for deactivate XML, and not another disk's.
 # vm-timeout: 300
 set -eu
 . "$SRC/tests/vm/lib.sh"
@@ -156,8 +158,30 @@ case_lower_layer() {
 	down
 }
 
+# A device as an older prldisk made it: UUID PRLDISK-<guid>-<name>, no
+# identity, under the name every root.hdd had.  Remade here over the same
+# loop device (a linear table holds it meanwhile).
+case_legacy() {
+	reset
+	"$P" activate "$X1" --name root.hdd >/dev/null
+	put root.hdd p101
+	t=$(dmsetup table root.hdd)
+	u=$(dmsetup info -c --noheadings -o uuid root.hdd)
+	img=$(echo "$t" | awk '{ print $4 }')
+	dm_create hold "0 8 linear $img 0" --readonly
+	dmsetup remove root.hdd >&2
+	dmsetup create root.hdd --uuid "PRLDISK-${u:8:36}-root.hdd" --table "$t" >&2
+	dm_remove hold
+	(cd / && "$P" deactivate "$X2") >&2
+	listed root.hdd || fail "deactivate of 102 removed 101's device of an older prldisk"
+	got root.hdd p101
+	(cd / && "$P" deactivate "$X1") >&2
+	! listed root.hdd || fail "deactivate of 101 left its device of an older prldisk"
+}
+
 run_case side_by_side
 run_case deactivate_by_identity
 run_case handmade
 run_case lower_layer
+run_case legacy
 cases_done
