@@ -1124,7 +1124,9 @@ static char *pick_name(const struct prl_desc *d, const char *id, char *name)
 		if ((strcmp(names[i], name) && !is_layer_of(names[i], name)) ||
 		    dm_query(names[i], 0, &o, &e))
 			continue;
-		taken = o.exists && owner(&o, d, id) != OWN_MINE;
+		/* One over this disk's own image is its leftover: check_free says so. */
+		taken = o.exists && owner(&o, d, id) != OWN_MINE &&
+			!serves_disk(&o, d);
 	}
 	free_names(names, nr);
 	if (!taken)
