@@ -44,6 +44,7 @@
 #include <signal.h>
 #include <linux/dm-ioctl.h>
 #include <linux/loop.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -443,15 +444,12 @@ bool prl_valid_name(const char *n)
 	return true;
 }
 
-/* The descriptor folder's name, made into a valid dm name. */
-static char *default_name(const struct prl_desc *d)
+/* @s made into a valid dm name. */
+static char *dm_name_of(const char *s)
 {
-	const char *b = strrchr(d->dir, '/');
-	char *n;
+	char *n = prl_xstrdup(s);
 	size_t i;
 
-	b = b && b[1] ? b + 1 : d->dir;
-	n = prl_xstrdup(b);
 	if (strlen(n) > NAME_MAX_LEN)
 		n[NAME_MAX_LEN] = 0;
 	for (i = 0; n[i]; i++)
@@ -464,6 +462,54 @@ static char *default_name(const struct prl_desc *d)
 		n = prl_xstrdup("prldisk");
 	}
 	return n;
+}
+
+/* The default name of prldisk before disk identities: the folder's name. */
+static char *legacy_name(const struct prl_desc *d)
+{
+	const char *b = strrchr(d->dir, '/');
+
+	return dm_name_of(b && b[1] ? b + 1 : d->dir);
+}
+
+/*
+ * The descriptor folder's name; a folder named *.hdd has the same name in
+ * every container or VM (Virtuozzo's /vz/private/<ID>/root.hdd, Parallels'
+ * <VM>.pvm/harddisk.hdd), so it is "<parent folder>-<folder>".  Stable
+ * across boots; pick_name() makes it unique among the devices there are.
+ */
+static char *default_name(const struct prl_desc *d)
+{
+	const char *b = strrchr(d->dir, '/'), *p;
+	char *s, *r;
+	size_t n;
+
+	b = b && b[1] ? b + 1 : d->dir;
+	n = strlen(b);
+	if (b == d->dir || n < 4 || strcasecmp(b + n - 4, ".hdd"))
+		return dm_name_of(b);
+	for (p = b - 1; p > d->dir && p[-1] != '/'; p--)
+		;
+	if (p == b - 1)		/* the folder is at / */
+		return dm_name_of(b);
+	s = prl_xasprintf("%.*s-%s", (int)(b - 1 - p), p, b);
+	r = dm_name_of(s);
+	free(s);
+	return r;
+}
+
+/* The disk's identity: hex digits of the SHA-256 of its descriptor's real path. */
+static void disk_id(const struct prl_desc *d, char id[DISK_ID_LEN + 1])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0, i;
+
+	/* d->path is absolute with symlinks resolved (prl_desc_load). */
+	if (!EVP_Digest(d->path, strlen(d->path), md, &n, EVP_sha256(), NULL) ||
+	    n * 2 < DISK_ID_LEN)
+		abort();	/* only out of memory */
+	for (i = 0; i < DISK_ID_LEN / 2; i++)
+		snprintf(id + 2 * i, 3, "%02x", md[i]);
 }
 
 static bool is_bare_guid(const char *s)
@@ -494,6 +540,34 @@ static bool is_layer_of(const char *dmname, const char *name)
 	return strlen(dmname) == n + 1 + GUID_BARE_LEN &&
 	       !strncmp(dmname, name, n) && dmname[n] == '-' &&
 	       is_bare_guid(dmname + n + 1);
+}
+
+void uuid_disk_id(const char *uuid, char id[DISK_ID_LEN + 1])
+{
+	const char *u = uuid + strlen(UUID_PREFIX), *h = u + GUID_BARE_LEN + 1;
+	int i;
+
+	id[0] = 0;
+	if (strncmp(uuid, UUID_PREFIX, strlen(UUID_PREFIX)) ||
+	    strlen(u) < GUID_BARE_LEN + 1 + DISK_ID_LEN + 1 || !is_bare_guid(u) ||
+	    u[GUID_BARE_LEN] != '-' || h[DISK_ID_LEN] != ':')
+		return;
+	for (i = 0; i < DISK_ID_LEN; i++)
+		if (!isxdigit((unsigned char)h[i]))
+			return;
+	snprintf(id, DISK_ID_LEN + 1, "%.*s", DISK_ID_LEN, h);
+}
+
+/* The UUID of the table of image @guid of disk @id ("": none) named @name. */
+void dm_uuid(char *out, size_t len, const char *guid, const char *id,
+	     const char *name)
+{
+	if (id[0])
+		snprintf(out, len, UUID_PREFIX "%.*s-%s:%.64s", GUID_BARE_LEN,
+			 guid + 1, id, name);
+	else
+		snprintf(out, len, UUID_PREFIX "%.*s-%.64s", GUID_BARE_LEN,
+			 guid + 1, name);
 }
 
 /* The GUID a dm device of ours carries in its UUID, or "". */
@@ -702,6 +776,22 @@ int prl_disk_busy(const struct prl_desc *d, struct prl_err *err)
 			return busy_err(err, d->path, d->images[i].path, &a[0]);
 	}
 	return 0;
+}
+
+int prl_image_busy(const char *path, struct prl_err *err)
+{
+	struct attach a[MAX_ATTACH];
+
+	memset(a, 0, sizeof(a));
+	if (attachments(path, a, MAX_ATTACH) <= 0)
+		return 0;
+	if (a[0].holder[0])
+		return prl_errf(err, EBUSY,
+				"%s is an image of active dm device %s (attached %s through %s): an active disk's images are not changed; run prldisk deactivate %s first (a top is resized online through its DiskDescriptor.xml)",
+				path, a[0].holder, a[0].rw ? "read-write" : "read-only",
+				a[0].dev, a[0].holder);
+	return prl_errf(err, EBUSY, "%s is attached to %s: not changed while attached (losetup -d %s frees it)",
+			path, a[0].dev, a[0].dev);
 }
 
 int prl_disk_lock(const struct prl_desc *d, struct prl_err *err)
@@ -921,6 +1011,118 @@ int loop_ident(dev_t dev, dev_t *fdev, ino_t *ino)
 	return r;
 }
 
+/* ---- owned devices ------------------------------------------------------ */
+
+/* Whether the table @o serves an image of @d: the same file or device. */
+static bool serves_disk(const struct dmdev *o, const struct prl_desc *d)
+{
+	bool loop;
+	struct stat st;
+	dev_t fdev = 0;
+	ino_t ino = 0;
+	size_t i;
+
+	if (!o->image)
+		return false;
+	loop = !loop_ident(o->image, &fdev, &ino);
+	for (i = 0; i < d->nr_images; i++) {
+		if (prl_folder_lstat(d->images[i].path, &st))
+			continue;
+		if (loop ? S_ISREG(st.st_mode) && st.st_dev == fdev && st.st_ino == ino :
+			   S_ISBLK(st.st_mode) && st.st_rdev == o->image)
+			return true;
+	}
+	return false;
+}
+
+enum { OWN_NOT_PRLDISK = -1, OWN_OTHER, OWN_MINE };
+
+/*
+ * Whose device @o is: disk @d's (identity @id) when its UUID carries @id,
+ * or, made by a prldisk before identities, when it serves an image of @d;
+ * another disk's; or not made by prldisk at all.
+ */
+static int owner(const struct dmdev *o, const struct prl_desc *d, const char *id)
+{
+	char oid[DISK_ID_LEN + 1];
+
+	if (strncmp(o->uuid, UUID_PREFIX, strlen(UUID_PREFIX)))
+		return OWN_NOT_PRLDISK;
+	uuid_disk_id(o->uuid, oid);
+	if (oid[0])
+		return strcmp(oid, id) ? OWN_OTHER : OWN_MINE;
+	return serves_disk(o, d) ? OWN_MINE : OWN_OTHER;
+}
+
+/*
+ * The devices of disk @d that no other device has below it: its tops (and
+ * a layer an interrupted command left without one).  *tops is malloc'ed.
+ */
+static int owned_tops(const struct prl_desc *d, const char *id, char ***tops,
+		      size_t *n, struct prl_err *err)
+{
+	struct dmdev *v;
+	char **names;
+	size_t nr, i, k;
+	int r;
+
+	*tops = NULL;
+	*n = 0;
+	r = dm_names(&names, &nr, err);
+	if (r)
+		return r;
+	v = prl_xcalloc(nr ? nr : 1, sizeof(*v));
+	for (i = 0; i < nr; i++)
+		if (dm_query(names[i], 0, &v[i], err))
+			v[i].exists = false;
+	*tops = prl_xcalloc(nr ? nr : 1, sizeof(**tops));
+	for (i = 0; i < nr; i++) {
+		if (!v[i].exists || owner(&v[i], d, id) != OWN_MINE)
+			continue;
+		for (k = 0; k < nr; k++)
+			if (v[k].exists && v[k].parallels && v[k].lower == v[i].dev)
+				break;
+		if (k == nr)
+			(*tops)[(*n)++] = prl_xstrdup(v[i].name);
+	}
+	free(v);
+	free_names(names, nr);
+	return 0;
+}
+
+/*
+ * The default @name, unless a device of another disk (or one prldisk did
+ * not make) has it, or a layer name of it: then "<name>-<8 digits of the
+ * disk's identity>", which is this disk's alone.
+ */
+static char *pick_name(const struct prl_desc *d, const char *id, char *name)
+{
+	struct prl_err e;
+	bool taken = false;
+	char **names;
+	size_t nr, i;
+	char *alt;
+
+	if (dm_names(&names, &nr, &e))
+		return name;	/* activation will say what is wrong */
+	for (i = 0; i < nr && !taken; i++) {
+		struct dmdev o;
+
+		if ((strcmp(names[i], name) && !is_layer_of(names[i], name)) ||
+		    dm_query(names[i], 0, &o, &e))
+			continue;
+		/* One over this disk's own image is its leftover: check_free says so. */
+		taken = o.exists && owner(&o, d, id) != OWN_MINE &&
+			!serves_disk(&o, d);
+	}
+	free_names(names, nr);
+	if (!taken)
+		return name;
+	alt = prl_xasprintf("%.*s-%.8s", NAME_MAX_LEN - 9, name, id);
+	free(name);
+	return alt;
+}
+
 /* ---- activate ----------------------------------------------------------- */
 
 struct layer {
@@ -943,6 +1145,7 @@ struct layer {
 struct act {
 	const struct prl_desc *d;
 	const char *name;
+	char id[DISK_ID_LEN + 1];	/* the disk's identity, in the UUIDs */
 	struct layer *L;	/* bottom (root) first */
 	size_t n;
 	bool extended;		/* the top file was pre-extended by us */
@@ -1190,8 +1393,7 @@ static int setup(struct act *a, struct prl_err *err)
 		if (l->top)
 			fault_point("activate:layer");	/* the layers below exist */
 		layer_table(a, i, type, sizeof(type), params, sizeof(params));
-		snprintf(uuid, sizeof(uuid), UUID_PREFIX "%.*s-%s", GUID_BARE_LEN,
-			 l->im->guid + 1, a->name);
+		dm_uuid(uuid, sizeof(uuid), l->im->guid, a->id, a->name);
 		r = dm_create(l->dm_name, uuid, l->len, type, params, l->ro, !l->top,
 			      &l->dm_dev, err);
 		l->created = !r;
@@ -1310,7 +1512,8 @@ int cmd_activate(int argc, char **argv)
 	dm_setup();
 	if (!cli.snapshot)
 		snprintf(guid, sizeof(guid), "%s", d->top);
-	name = cli.name ? prl_xstrdup(cli.name) : default_name(d);
+	disk_id(d, a.id);
+	name = cli.name ? prl_xstrdup(cli.name) : pick_name(d, a.id, default_name(d));
 	ro = cli.read_only || strcmp(guid, d->top);
 	if (!prl_desc_image(d, guid)) {
 		fprintf(stderr, "%s: no snapshot %s in %s\n", prog, guid, d->path);
@@ -1430,8 +1633,12 @@ int open_top_file(dev_t loop, struct stat *st)
 	return fd;
 }
 
-/* Remove <name>-<guid> layers that have no top over them (crash leftovers). */
-static int remove_strays(const char *name, int *removed, struct prl_err *err)
+/*
+ * Remove <name>-<guid> layers that have no top over them (crash leftovers);
+ * given the disk @d, only its own.
+ */
+static int remove_strays(const char *name, const struct prl_desc *d,
+			 const char *id, int *removed, struct prl_err *err)
 {
 	bool progress = true;
 	char **names;
@@ -1454,6 +1661,10 @@ static int remove_strays(const char *name, int *removed, struct prl_err *err)
 				continue;
 			r = dm_query(names[i], 0, &o, err);
 			if (r || !o.exists || !ours(&o) || o.open_count)
+				continue;
+			/* A layer under an online snapshot's top may have no UUID. */
+			if (d && owner(&o, d, id) != OWN_MINE &&
+			    (o.uuid[0] || !serves_disk(&o, d)))
 				continue;
 			loop = o.image && !loop_ident(o.image, &fdev, &ino);
 			r = dm_simple(DM_DEVICE_REMOVE, o.name, err);
@@ -1643,8 +1854,8 @@ out:
 	return r;
 }
 
-static int deactivate(const char *name, const struct prl_desc *d, int *lock,
-		      struct prl_err *err)
+static int deactivate(const char *name, const struct prl_desc *d,
+		      const char *id, int *lock, struct prl_err *err)
 {
 	struct dmdev top;
 	struct chain c = { 0 };
@@ -1667,7 +1878,7 @@ static int deactivate(const char *name, const struct prl_desc *d, int *lock,
 		if (*lock == -2)
 			return prl_errf(err, EBUSY, "%s: the disk is locked", name);
 		/* A layer an interrupted snapshot-delete left holds ours below. */
-		r = remove_strays(name, &strays, err);
+		r = remove_strays(name, d, id, &strays, err);
 		if (!r)
 			r = chain_walk(&top, &c, err);
 		if (!r)
@@ -1676,7 +1887,7 @@ static int deactivate(const char *name, const struct prl_desc *d, int *lock,
 		if (r)
 			return r;
 	}
-	r = remove_strays(name, &strays, err);
+	r = remove_strays(name, d, id, &strays, err);
 	if (r)
 		return r;
 	if (!top.exists && d)
@@ -1686,11 +1897,82 @@ static int deactivate(const char *name, const struct prl_desc *d, int *lock,
 	return 0;
 }
 
+/*
+ * Why the device @name, which is not disk @d's, is left alone: an error
+ * for one prldisk did not make (the user may have meant it), else 0.
+ */
+static int not_mine(const char *name, const struct prl_desc *d, const char *id,
+		    struct prl_err *err)
+{
+	struct dmdev o;
+	int r;
+
+	r = dm_query(name, 0, &o, err);
+	if (r || !o.exists)
+		return r;
+	switch (owner(&o, d, id)) {
+	case OWN_NOT_PRLDISK:
+		return prl_errf(err, EEXIST,
+				"dm device %s was not made by prldisk for %s (its UUID is '%s'): not touching it; prldisk deactivate %s (the name alone) or dmsetup remove %s removes it",
+				name, d->path, o.uuid, name, name);
+	case OWN_OTHER:
+		if (cli.name)
+			return prl_errf(err, EEXIST,
+					"dm device %s is another disk's, not %s's: not touching it",
+					name, d->path);
+		fprintf(stderr, "%s: note: dm device %s is another disk's; left as it is\n",
+			prog, name);
+		return 0;
+	}
+	return 0;
+}
+
+/*
+ * deactivate XML: the disk's own devices, found by identity (or --name,
+ * if it is one of them); none of another disk's.
+ */
+static int deactivate_disk(const struct prl_desc *d, int *lock,
+			   struct prl_err *err)
+{
+	char id[DISK_ID_LEN + 1], *cand[2], **tops;
+	size_t i, n;
+	int r, strays;
+
+	disk_id(d, id);
+	if (cli.name) {
+		r = not_mine(cli.name, d, id, err);
+		return r ? r : deactivate(cli.name, d, id, lock, err);
+	}
+	r = owned_tops(d, id, &tops, &n, err);
+	for (i = 0; i < n && !r; i++)
+		r = deactivate(tops[i], d, id, lock, err);
+	for (i = 0; i < n; i++)
+		free(tops[i]);
+	free(tops);
+	if (r || n)
+		return r;
+	/* Not active: say why a device of its name is not it; leftovers. */
+	cand[0] = default_name(d);
+	cand[1] = legacy_name(d);
+	for (i = 0; i < 2 && !r; i++) {
+		r = not_mine(cand[i], d, id, err);
+		if (!r && (!i || strcmp(cand[0], cand[1])))
+			r = remove_strays(cand[i], d, id, &strays, err);
+	}
+	free(cand[0]);
+	free(cand[1]);
+	if (r)
+		return r;
+	recover_tail(d);
+	printf("%s is not active\n", d->path);
+	return 0;
+}
+
 int cmd_deactivate(int argc, char **argv)
 {
 	struct prl_desc *d = NULL;
 	struct prl_err err;
-	char *xml, *name;
+	char *xml;
 	int rc, lock = -1;
 
 	if (argc != 1)
@@ -1711,19 +1993,19 @@ int cmd_deactivate(int argc, char **argv)
 			prl_disk_unlock(lock);
 			return rc;
 		}
-		name = cli.name ? prl_xstrdup(cli.name) : default_name(d);
 		if (lock == -EROFS)
 			lock = -1;	/* a read-only folder: nothing to lock */
-	} else {
-		if (!prl_valid_name(argv[0]))
-			return die_usage("'%s' is neither a device name nor a DiskDescriptor.xml",
-					 argv[0]);
-		name = prl_xstrdup(argv[0]);
+	} else if (!prl_valid_name(argv[0])) {
+		return die_usage("'%s' is neither a device name nor a DiskDescriptor.xml",
+				 argv[0]);
 	}
 	dm_setup();
-	rc = deactivate(name, d, &lock, &err) ? fail_err(&err) : EX_OK;
+	if (d)
+		rc = deactivate_disk(d, &lock, &err) ? fail_err(&err) : EX_OK;
+	else
+		rc = deactivate(argv[0], NULL, NULL, &lock, &err) ?
+		     fail_err(&err) : EX_OK;
 	prl_disk_unlock(lock);
-	free(name);
 	prl_desc_free(d);
 	dm_lib_release();
 	return rc;
@@ -2001,18 +2283,59 @@ static void status_text(json_object *o)
 	}
 }
 
+/* status XML: the disk's own device, found by identity. */
+static json_object *status_disk(const struct prl_desc *d, struct prl_err *err)
+{
+	char id[DISK_ID_LEN + 1], **tops;
+	json_object *o = NULL;
+	size_t i, n;
+
+	disk_id(d, id);
+	if (owned_tops(d, id, &tops, &n, err))
+		return NULL;
+	if (!n)
+		prl_errf(err, ENOENT, "%s is not active", d->path);
+	else if (n > 1)
+		prl_errf(err, EEXIST,
+			 "%s is active as %zu devices (%s, %s%s): prldisk status NAME shows one",
+			 d->path, n, tops[0], tops[1], n > 2 ? ", ..." : "");
+	else
+		o = status_json(tops[0], err);
+	for (i = 0; i < n; i++)
+		free(tops[i]);
+	free(tops);
+	return o;
+}
+
 int cmd_status(int argc, char **argv)
 {
+	struct prl_desc *d = NULL;
 	struct prl_err err;
 	json_object *o;
+	char *xml;
+	int rc;
 
 	if (argc != 1)
-		return die_usage("status takes one NAME");
-	if (!prl_valid_name(argv[0]))
-		return die_usage("'%s' is not a device name", argv[0]);
+		return die_usage("status takes one NAME or XML");
+	xml = descriptor_path(argv[0]);
+	/* A folder without a descriptor may still be a device name. */
+	if (xml && access(xml, F_OK) && prl_valid_name(argv[0])) {
+		free(xml);
+		xml = NULL;
+	}
+	if (!xml && !prl_valid_name(argv[0]))
+		return die_usage("'%s' is neither a device name nor a DiskDescriptor.xml",
+				 argv[0]);
+	if (xml) {
+		rc = load_desc(xml, &d);
+		free(xml);
+		if (rc)
+			return rc;
+	}
 	dm_setup();
-	o = status_json(argv[0], &err);
+	o = d ? status_disk(d, &err) : status_json(argv[0], &err);
 	dm_lib_release();
+	prl_desc_free(d);
 	if (!o)
 		return fail_err(&err);
 	if (cli.json) {

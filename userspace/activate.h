@@ -17,9 +17,15 @@
 #include "image.h"
 #include "util.h"
 
-/* dm UUIDs of our tables: PRLDISK-<guid without braces>-<name>. */
+/*
+ * dm UUIDs of our tables: PRLDISK-<guid without braces>-<disk id>:<name>,
+ * the disk id being DISK_ID_LEN hex digits of the SHA-256 of the
+ * descriptor's real path: which disk a device belongs to.  Versions before
+ * it wrote PRLDISK-<guid>-<name> (no ':' can be in a name): no identity.
+ */
 #define UUID_PREFIX	"PRLDISK-"
 #define GUID_BARE_LEN	36
+#define DISK_ID_LEN	16
 
 /* What we know of one dm device: its info, its only target, its status. */
 struct dmdev {
@@ -72,6 +78,10 @@ int dm_names(char ***names, size_t *nr, struct prl_err *err);
 void free_names(char **names, size_t nr);
 bool ours(const struct dmdev *o);
 void layer_name(char *out, size_t len, const char *name, const char *guid);
+/* "" when @uuid carries no disk identity (not ours, or an older prldisk's). */
+void uuid_disk_id(const char *uuid, char id[DISK_ID_LEN + 1]);
+void dm_uuid(char *out, size_t len, const char *guid, const char *id,
+	     const char *name);
 /* A dm name prldisk accepts: 1 to 64 of A-Z a-z 0-9 . _ -, not leading -. */
 bool prl_valid_name(const char *n);
 

@@ -68,6 +68,8 @@ int cmd_tab(int argc, char **argv);
  * a block-device image.  Offline commands that change a disk refuse then.
  */
 int prl_disk_busy(const struct prl_desc *d, struct prl_err *err);
+/* The same for one image file or device, named by itself (resize, convert). */
+int prl_image_busy(const char *path, struct prl_err *err);
 /*
  * Take the disk's lock (flock LOCK_EX|LOCK_NB on DiskDescriptor.xml.lck
  * beside the descriptor) for the rest of the command: returns the fd, or

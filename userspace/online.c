@@ -240,6 +240,7 @@ int prl_snapshot_online(struct prl_desc *d, const char *file, const char *snap,
 {
 	const struct prl_desc_image *old = prl_desc_image(d, snap);
 	char lname[DM_NAME_LEN], uuid[DM_UUID_LEN], params[384], lower[32] = "-";
+	char tid[DISK_ID_LEN + 1];
 	char *path = prl_xasprintf("%s/%s", d->dir, file), *orig;
 	bool suspended = false, layer = false, loaded = false, saved = false;
 	struct loopdev nl = { .fd = -1 };
@@ -304,8 +305,8 @@ int prl_snapshot_online(struct prl_desc *d, const char *file, const char *snap,
 		snprintf(lower, sizeof(lower), "%u:%u", major(top.lower), minor(top.lower));
 	snprintf(params, sizeof(params), "%u:%u %s", major(top.image),
 		 minor(top.image), lower);
-	snprintf(uuid, sizeof(uuid), UUID_PREFIX "%.*s-%.64s", GUID_BARE_LEN,
-		 snap + 1, top.name);
+	uuid_disk_id(top.uuid, tid);	/* the layer is the same disk's */
+	dm_uuid(uuid, sizeof(uuid), snap, tid, top.name);
 	/* The top keeps its UUID; when it carries this GUID, the layer has none. */
 	r = dm_create(lname, strcmp(uuid, top.uuid) ? uuid : NULL, top.len,
 		      "parallels", params, true, true, &ldev, err);

@@ -1453,7 +1453,8 @@ static int cmd_resize(int argc, char **argv, uint64_t size)
 		return die_usage("resize takes one XML or IMAGE and --size");
 	xml = descriptor_path(argv[0]);
 	if (!xml)
-		return grow_image(argv[0], size, &err) ? fail_err(&err) : EX_OK;
+		return prl_image_busy(argv[0], &err) ||
+		       grow_image(argv[0], size, &err) ? fail_err(&err) : EX_OK;
 	rc = load_desc_for_change(xml, &d, &online);
 	free(xml);
 	if (rc)
@@ -1511,7 +1512,8 @@ static int cmd_convert(int argc, char **argv, enum prl_format_version fmt,
 		return die_usage("convert takes one XML or IMAGE and --image-format");
 	xml = descriptor_path(argv[0]);
 	if (!xml)
-		return convert_image(argv[0], fmt, &err) ? fail_err(&err) : EX_OK;
+		return prl_image_busy(argv[0], &err) ||
+		       convert_image(argv[0], fmt, &err) ? fail_err(&err) : EX_OK;
 	rc = load_desc_for_change(xml, &d, NULL);
 	free(xml);
 	if (rc)
