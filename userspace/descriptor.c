@@ -28,6 +28,7 @@
 
 #include <libxml/SAX2.h>
 #include <libxml/parser.h>
+#include <libxml/xmlsave.h>
 #include <libxml/tree.h>
 #include <libxml/xmlerror.h>
 #include <uuid/uuid.h>
@@ -38,11 +39,11 @@
 
 /*
  * No DTD is loaded or applied (no NOENT, DTDLOAD, DTDATTR): a DOCTYPE is
- * refused anyway, see on_doctype().  NOBLANKS drops the indentation so
- * that the formatted output is indented afresh after edits; BIG_LINES
- * keeps line numbers right past 65535 for the messages.
+ * refused anyway, see on_doctype().  Blanks are kept, so that what we do
+ * not edit is written back byte for byte (see indent()); BIG_LINES keeps
+ * line numbers right past 65535 for the messages.
  */
-#define XML_OPTIONS	(XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_BIG_LINES)
+#define XML_OPTIONS	(XML_PARSE_NONET | XML_PARSE_BIG_LINES)
 
 /* libxml2 2.12 made the structured error handler take a const error */
 #if LIBXML_VERSION >= 21200
@@ -924,11 +925,12 @@ static int fid_ino_cmp(const void *a, const void *b)
 
 /*
  * Names beside the descriptor that are its own: itself, its lock
- * (prldisk's and ploop's), ploop's temporary copy and a backup.  prldisk's
+ * (prldisk's and ploop's), ploop's temporary copy, a backup and Parallels
+ * Desktop's DiskDescriptor.xml.Backup.  prldisk's
  * own temporary copies ("<name>.tmp.XXXXXX") are matched by prefix.
  */
 static const char *const reserved_suffixes[] = {
-	"", ".lck", ".tmp", ".bak",
+	"", ".lck", ".tmp", ".bak", ".Backup",
 };
 
 /* Which reserved name @canon is (a description), or NULL. */
@@ -1384,6 +1386,84 @@ void prl_desc_free(struct prl_desc *d)
 
 /* ---- writing -------------------------------------------------------- */
 
+static bool blank(xmlNodePtr n)
+{
+	return n->type == XML_TEXT_NODE && xmlIsBlankNode(n);
+}
+
+/* The document's indentation step: that of the root's first child. */
+static const char *indent_step(xmlNodePtr root)
+{
+	xmlNodePtr c = root ? root->children : NULL;
+	const char *t, *nl;
+
+	if (!c || !blank(c) || !c->content)
+		return "  ";
+	t = (const char *)c->content;
+	nl = strrchr(t, '\n');
+	return nl ? nl + 1 : t;
+}
+
+static void add_blank_before(xmlNodePtr at, const char *step, int depth,
+			     xmlNodePtr parent)
+{
+	size_t k = strlen(step);
+	char *s = prl_xmalloc(1 + (size_t)depth * k + 1), *p = s;
+
+	*p++ = '\n';
+	for (int i = 0; i < depth; i++, p += k)
+		memcpy(p, step, k);
+	*p = '\0';
+	if (at)
+		xml_ok(xmlAddPrevSibling(at, xml_ok(xmlNewDocText(parent->doc, BAD_CAST s))));
+	else
+		xml_ok(xmlAddChild(parent, xml_ok(xmlNewDocText(parent->doc, BAD_CAST s))));
+	free(s);
+}
+
+/*
+ * Indentation where an edit left none, and only there: an element whose
+ * element children have no blanks between them (one we made, or a whole
+ * document prl_desc_new() made) gets them at @depth in the document's own
+ * step, and an element added among indented siblings gets their blank.
+ * What was read is not touched, so unknown elements go back as they came.
+ */
+static void indent(xmlNodePtr n, const char *step, int depth)
+{
+	bool elems = false, texts = false;
+	xmlNodePtr c, next;
+
+	for (c = n->children; c; c = c->next) {
+		elems |= c->type == XML_ELEMENT_NODE;
+		texts |= c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE;
+	}
+	if (!elems)
+		return;
+	for (c = n->children; c; c = next) {
+		next = c->next;
+		if (c->type != XML_ELEMENT_NODE)
+			continue;
+		if (!texts || !c->prev || !blank(c->prev))
+			add_blank_before(c, step, depth + 1, n);
+		indent(c, step, depth + 1);
+	}
+	if (!texts)
+		add_blank_before(NULL, step, depth, n);
+}
+
+/* Unlink and free the element @n with the blank that indents it. */
+static void drop_elem(xmlNodePtr n)
+{
+	xmlNodePtr b = n->prev;
+
+	if (b && blank(b)) {
+		xmlUnlinkNode(b);
+		xmlFreeNode(b);
+	}
+	xmlUnlinkNode(n);
+	xmlFreeNode(n);
+}
+
 int prl_desc_format(const struct prl_desc *d, char **buf, size_t *len,
 		    struct prl_err *err)
 {
@@ -1391,11 +1471,32 @@ int prl_desc_format(const struct prl_desc *d, char **buf, size_t *len,
 	void *saved_ctx = xmlStructuredErrorContext;
 	struct xml_state st = { 0 };
 	xmlChar *x = NULL;
+	xmlSaveCtxtPtr sc;
+	xmlBufferPtr b;
+	xmlDocPtr copy;
+	xmlNodePtr root;
 	int n = 0;
 
-	/* in the document's own encoding (none declared: UTF-8), indented */
+	/* in the document's own encoding (none declared: UTF-8), as read */
 	xmlSetStructuredErrorFunc(&st, on_global_error);
-	xmlDocDumpFormatMemory(d->doc, &x, &n, 1);
+	copy = xml_ok(xmlCopyDoc(d->doc, 1));
+	root = xmlDocGetRootElement(copy);
+	if (root)
+		indent(root, indent_step(root), 0);
+	/*
+	 * An empty element as <Data></Data>, the way Parallels Desktop
+	 * writes it (ploop's descriptors have none): both mean the same.
+	 */
+	b = xml_ok(xmlBufferCreate());
+	sc = xmlSaveToBuffer(b, (const char *)copy->encoding, XML_SAVE_NO_EMPTY);
+	if (sc && xmlSaveDoc(sc, copy) >= 0 && xmlSaveClose(sc) >= 0) {
+		n = xmlBufferLength(b);
+		x = n > 0 ? xmlStrndup(xmlBufferContent(b), n) : NULL;
+	} else if (sc) {
+		xmlSaveClose(sc);
+	}
+	xmlBufferFree(b);
+	xmlFreeDoc(copy);
 	xmlSetStructuredErrorFunc(saved_ctx, saved);
 	if (!x || n <= 0 || st.failed) {
 		xmlFree(x);
@@ -1409,10 +1510,16 @@ int prl_desc_format(const struct prl_desc *d, char **buf, size_t *len,
 	return 0;
 }
 
+char *prl_desc_backup_path(const char *xml)
+{
+	return prl_xasprintf("%s.Backup", xml);
+}
+
 int prl_desc_save(struct prl_desc *d, struct prl_err *err)
 {
+	struct stat st;
+	char *buf, *bak;
 	size_t len;
-	char *buf;
 	int r;
 
 	if (!d->nr_images)
@@ -1422,7 +1529,17 @@ int prl_desc_save(struct prl_desc *d, struct prl_err *err)
 	r = prl_desc_format(d, &buf, &len, err);
 	if (r)
 		return r;
-	r = prl_write_file_atomic(d->path, buf, len, 0644, err);
+	/*
+	 * Parallels Desktop keeps DiskDescriptor.xml.Backup beside it: where
+	 * there is one, it is written first, so that at any instant one of
+	 * the two is whole and the backup is never older than a change made.
+	 */
+	bak = prl_desc_backup_path(d->path);
+	if (!prl_folder_lstat(bak, &st) && S_ISREG(st.st_mode))
+		r = prl_write_file_atomic(bak, buf, len, 0644, err);
+	if (!r)
+		r = prl_write_file_atomic(d->path, buf, len, 0644, err);
+	free(bak);
 	free(buf);
 	return r;
 }
@@ -1797,10 +1914,8 @@ int prl_desc_delete(struct prl_desc *d, const char *guid, struct prl_err *err)
 				 t.shots[i].parent);
 	in = t.images[t.shots[i].image].node;
 	sn = t.shots[i].node;
-	xmlUnlinkNode(in);
-	xmlFreeNode(in);
-	xmlUnlinkNode(sn);
-	xmlFreeNode(sn);
+	drop_elem(in);
+	drop_elem(sn);
 	return edit_commit(d, &t, err);
 }
 

@@ -114,6 +114,12 @@ int prl_desc_load(const char *path, unsigned int flags, struct prl_desc **out,
 		  struct prl_err *err);
 
 /*
+ * Parallels Desktop's copy of the descriptor at @xml: "@xml.Backup".  When
+ * it exists, prl_desc_save() writes it first, identical to the descriptor.
+ */
+char *prl_desc_backup_path(const char *xml);
+
+/*
  * @path with symlinks resolved (the file's if it exists, else its
  * folder's), absolute: what prl_desc_load() makes d->path of.  The lock
  * goes beside this path, never beside a symlink to it.

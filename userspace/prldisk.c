@@ -823,6 +823,85 @@ static int load_desc_for_change(const char *xml, struct prl_desc **d,
 	return rc;	/* on success the lock stays held: exit drops it */
 }
 
+/* The whole (small) file at @path, or NULL. */
+static char *read_small(const char *path, size_t *len)
+{
+	int fd = prl_folder_open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+	struct stat st;
+	char *buf = NULL;
+
+	if (fd < 0)
+		return NULL;
+	if (!fstat(fd, &st) && S_ISREG(st.st_mode) &&
+	    st.st_size <= PRL_DESC_MAX_BYTES) {
+		*len = (size_t)st.st_size;
+		buf = prl_xmalloc(*len + 1);
+		if (prl_pread_full(fd, buf, *len, 0)) {
+			free(buf);
+			buf = NULL;
+		}
+	}
+	close(fd);
+	return buf;
+}
+
+/*
+ * A descriptor that does not load, beside a DiskDescriptor.xml.Backup
+ * that does: say how to restore it (not done by --repair: which of the
+ * two is right is the admin's call when the descriptor is there at all).
+ */
+static void backup_hint(const char *xml)
+{
+	char *bak = prl_desc_backup_path(xml);
+	struct prl_desc *b;
+	struct prl_err e;
+
+	if (!prl_desc_load(bak, cli.external ? PRL_DESC_ALLOW_EXTERNAL : 0, &b, &e)) {
+		fprintf(stderr, "%s: %s is sound: restore the descriptor from it with: cp -p '%s' '%s'\n",
+			prog, bak, bak, xml);
+		prl_desc_free(b);
+	}
+	free(bak);
+}
+
+/*
+ * The backup, where there is one, is the descriptor byte for byte; one
+ * that differs (a save cut between the two, or an older tool) is
+ * rewritten by --repair from the descriptor, which was loaded and checked.
+ */
+static int check_backup(const struct prl_desc *d, bool repair)
+{
+	char *bak = prl_desc_backup_path(d->path), *a, *b;
+	size_t la = 0, lb = 0;
+	struct prl_err err;
+	struct stat st;
+	int rc = EX_OK;
+
+	if (prl_folder_lstat(bak, &st) || !S_ISREG(st.st_mode)) {
+		free(bak);
+		return EX_OK;
+	}
+	a = read_small(d->path, &la);
+	b = read_small(bak, &lb);
+	if (a && (!b || la != lb || memcmp(a, b, la))) {
+		if (!repair) {
+			rc = EX_LEAKS;
+			if (!cli.json)
+				printf("%s: differs from the descriptor: prldisk check --repair copies the descriptor over it\n",
+				       bak);
+		} else if (prl_write_file_atomic(bak, a, la, 0644, &err)) {
+			rc = fail_err(&err);
+		} else if (!cli.json) {
+			printf("%s: differed from the descriptor: repaired: rewritten from it\n",
+			       bak);
+		}
+	}
+	free(a);
+	free(b);
+	free(bak);
+	return rc;
+}
+
 /*
  * check [--repair] of every image of the descriptor at @xml.  A repair
  * holds the disk's lock and refuses an active disk; a check of one notes
@@ -841,6 +920,7 @@ static int check_desc(const char *xml, bool repair, json_object *jarr)
 	}
 	if (load_desc(xml, &d)) {
 		rc = EX_CORRUPT;	/* a descriptor that does not load: corrupt */
+		backup_hint(xml);
 		goto out;
 	}
 	if (prl_disk_busy(d, &err)) {
@@ -854,6 +934,7 @@ static int check_desc(const char *xml, bool repair, json_object *jarr)
 	rc = check_desc_images(d, repair, jarr);
 	rc = worse(rc, check_deletes(d, repair));
 	rc = worse(rc, check_leftovers(d->path, ".tmp.", "descriptor save", repair));
+	rc = worse(rc, check_backup(d, repair));
 free:
 	prl_desc_free(d);
 out:
