@@ -55,6 +55,7 @@ case_read_only() {
 	expect_eq "$(field ro 7)" ro "state of a read-only table"
 	cmp /dev/mapper/ro ref.raw || fail "read-only table differs from QEMU's view"
 	dm_remove ro
+	losetup -d "$l"
 	expect_eq "$(stamp_lines pd17)" 0 "log lines of a read-only table"
 	expect_eq "$(sha256sum < ro.hds)" "$sum" "image after a read-only table"
 }
@@ -104,6 +105,7 @@ case_bitmap() {
 		esac
 		cmp /dev/mapper/"b$v" ref.raw || fail "bitmap image $v differs from QEMU's view"
 		dm_remove "b$v"
+		losetup -d "$l"
 	done
 }
 
