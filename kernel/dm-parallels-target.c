@@ -311,6 +311,15 @@ static int prl_init_writer(struct prl_target *pt)
 		ti->error = "Image in use or not closed cleanly (see ignore_in_use)";
 		return -EBUSY;
 	}
+	if (prl_in_use_foreign(g->in_use)) {
+		char st[PRL_STAMP_LEN], q[PRL_STAMP_LEN + 2];
+
+		/* Like 0: the extension is not trusted; closed as v2.1. */
+		snprintf(q, sizeof(q), prl_in_use_stamp(g->in_use, st) ?
+			 "'%s'" : "%s", st);
+		DMINFO("%s: foreign creator stamp %s in in_use: read as closed by old software",
+		       dm_table_device_name(ti->table), q);
+	}
 	pt->writable = true;	/* from here on prl_destroy() releases the cbt */
 	if (pt->refresh) {
 		/* The live table may still change it: taken at preresume. */

@@ -180,8 +180,11 @@ static int prl_cbt_load_bitmap(struct prl_cbt *c, struct prl_meta *pm,
 	memcpy(c->id, bm->id, sizeof(c->id));
 
 	if (prl_meta_geom(pm)->in_use != PRL_IN_USE_CLOSED) {
-		DMWARN("%s: dirty bitmap %pUb not closed cleanly: every block counts as changed",
-		       prl_meta_name(pm), c->id);
+		DMWARN("%s: dirty bitmap %pUb %s: every block counts as changed",
+		       prl_meta_name(pm), c->id,
+		       prl_in_use_foreign(prl_meta_geom(pm)->in_use) ?
+		       "left by software that does not keep it (foreign creator stamp)" :
+		       "not closed cleanly");
 		bitmap_fill(m->bits, m->nr_bits);
 		goto done;
 	}

@@ -128,12 +128,8 @@ int prl_parse_header(const struct prl_header *hdr, __u64 dev_sectors,
 		return -EINVAL;
 	}
 
+	/* Any value: those the spec does not list are creator stamps. */
 	g->in_use = prl_le32(hdr->in_use);
-	if (g->in_use != PRL_IN_USE_CLOSED_OLD && g->in_use != PRL_IN_USE_OPEN &&
-	    g->in_use != PRL_IN_USE_CLOSED) {
-		*why = "Invalid in_use value";
-		return -EINVAL;
-	}
 	g->flags = prl_le32(hdr->flags);
 
 	g->ext_off = prl_le64(hdr->ext_off);
@@ -141,6 +137,30 @@ int prl_parse_header(const struct prl_header *hdr, __u64 dev_sectors,
 		*why = "ext_off does not point at a valid cluster";
 		return -EINVAL;
 	}
+	return 0;
+}
+
+int prl_in_use_stamp(__u32 in_use, char buf[PRL_STAMP_LEN])
+{
+	static const char hex[] = "0123456789abcdef";
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		__u8 ch = in_use >> (8 * i);
+
+		if (ch < 0x20 || ch > 0x7e || ch == '\'' || ch == '\\')
+			break;
+		buf[i] = (char)ch;
+	}
+	if (i == 4) {
+		buf[4] = 0;
+		return 1;
+	}
+	buf[0] = '0';
+	buf[1] = 'x';
+	for (i = 0; i < 8; i++)
+		buf[2 + i] = hex[(in_use >> (28 - 4 * i)) & 0xf];
+	buf[10] = 0;
 	return 0;
 }
 

@@ -34,7 +34,13 @@
 #define PRL_MAGIC_LEN		16
 #define PRL_VERSION		2
 
-/* in_use: 0 means closed by software that predates the format extension. */
+/*
+ * in_use: 0 means closed by software that predates the format extension.
+ * Any other value the spec does not list is a creator's stamp (Parallels
+ * Desktop writes "pd17", "pd22" in ASCII): closed, the format extension
+ * not kept, so taken like 0.  QEMU 7.2 and Parallels Desktop both take
+ * only PRL_IN_USE_OPEN for "not closed cleanly".
+ */
 #define PRL_IN_USE_CLOSED_OLD	0x00000000U
 #define PRL_IN_USE_OPEN		0x746F6E59U
 #define PRL_IN_USE_CLOSED	0x312e3276U
@@ -138,6 +144,22 @@ struct prl_bat_err {
  */
 int prl_parse_header(const struct prl_header *hdr, __u64 dev_sectors,
 		     struct prl_geom *g, const char **why);
+
+/* Whether @in_use is a foreign creator stamp rather than a spec value. */
+static inline int prl_in_use_foreign(__u32 in_use)
+{
+	return in_use != PRL_IN_USE_CLOSED_OLD && in_use != PRL_IN_USE_OPEN &&
+	       in_use != PRL_IN_USE_CLOSED;
+}
+
+#define PRL_STAMP_LEN		11	/* "0x12345678" and its NUL */
+
+/*
+ * prl_in_use_stamp - an in_use value as a user reads it: its four bytes in
+ * file order when they are printable ASCII ("pd17"), else "0x%08x".
+ * Returns 1 for the text form (callers quote it), 0 for the number.
+ */
+int prl_in_use_stamp(__u32 in_use, char buf[PRL_STAMP_LEN]);
 
 /*
  * prl_entry_sector - file sector of a raw BAT entry, without checks.

@@ -1015,21 +1015,32 @@ static void check_in_use(struct ck *c)
 
 	if (c->in_use == PRL_IN_USE_CLOSED || c->in_use == PRL_IN_USE_CLOSED_OLD)
 		return;
+	if (prl_in_use_foreign(c->in_use)) {
+		char st[PRL_STAMP_LEN];
+		int text = prl_in_use_stamp(c->in_use, st);
+
+		/*
+		 * Parallels Desktop's "pd17", "pd22": closed, like 0.  Left as
+		 * it is: QEMU and Parallels Desktop take it for closed.
+		 */
+		add(c, PRL_P_IN_USE, PRL_SEV_WARN, -1, 0,
+		    "in_use holds a foreign creator stamp %s%s%s (Parallels Desktop writes one): taken as closed by older software, not an error; the dirty bitmaps, if any, are not trusted",
+		    text ? "'" : "", st, text ? "'" : "");
+		return;
+	}
 	/*
 	 * Closed as 0, in both versions: ploop 1.15 takes any other value,
 	 * "v2.1" (0x312e3276) included, for "dirty".  "v2.1" only vouches
 	 * for a dirty bitmap, and the extension is dropped below.
 	 */
 	c->new_in_use = PRL_IN_USE_CLOSED_OLD;
-	if (c->in_use == PRL_IN_USE_OPEN && c->o && c->o->left_open)
+	/* Anything else is a creator stamp, handled above: only "open" is left. */
+	if (c->o && c->o->left_open)
 		p = add(c, PRL_P_IN_USE, PRL_SEV_LEAK, -1, 0,
 			"left open by the interrupted operation (in_use is set); nothing committed is lost");
-	else if (c->in_use == PRL_IN_USE_OPEN)
-		p = add(c, PRL_P_IN_USE, PRL_SEV_CORRUPT, -1, 0,
-			"the image was not closed cleanly (in_use is set)");
 	else
 		p = add(c, PRL_P_IN_USE, PRL_SEV_CORRUPT, -1, 0,
-			"invalid in_use value 0x%08x", c->in_use);
+			"the image was not closed cleanly (in_use is set)");
 	fix(c, p, "set in_use to closed (0x%08x)", c->new_in_use);
 	c->fix_in_use = true;
 	/*

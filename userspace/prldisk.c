@@ -234,8 +234,11 @@ static json_object *ju64(uint64_t v)
 
 /* ---- info --------------------------------------------------------------- */
 
-static const char *in_use_name(uint32_t v)
+static const char *in_use_name(uint32_t v, char *buf, size_t len)
 {
+	char st[PRL_STAMP_LEN];
+	int text;
+
 	switch (v) {
 	case PRL_IN_USE_CLOSED:
 		return "closed";
@@ -244,7 +247,11 @@ static const char *in_use_name(uint32_t v)
 	case PRL_IN_USE_OPEN:
 		return "in use (open, or not closed cleanly)";
 	}
-	return "invalid";
+	/* Parallels Desktop writes "pd17", "pd22": closed, taken like 0. */
+	text = prl_in_use_stamp(v, st);
+	snprintf(buf, len, "closed (foreign creator stamp %s%s%s, taken as old style)",
+		 text ? "'" : "", st, text ? "'" : "");
+	return buf;
 }
 
 /* The format extension, as the (read-only) check found it. */
@@ -362,6 +369,14 @@ static json_object *image_json(const struct prl_image *img)
 	jadd(o, "image_end", ju64(img->end * 512));
 	jadd(o, "file_size", ju64(img->file_sectors * 512));
 	jadd(o, "in_use", json_object_new_boolean(g->in_use == PRL_IN_USE_OPEN));
+	if (prl_in_use_foreign(g->in_use)) {
+		char st[PRL_STAMP_LEN];
+
+		prl_in_use_stamp(g->in_use, st);
+		jadd(o, "foreign_stamp", jstr(st));
+	} else {
+		jadd(o, "foreign_stamp", json_object_new_null());
+	}
 	jadd(o, "empty_flag", json_object_new_boolean(g->flags & PRL_FLAG_EMPTY));
 	jadd(o, "format_extension_offset", g->ext_off ? ju64(g->ext_off * 512) :
 		 json_object_new_null());
@@ -373,7 +388,7 @@ static json_object *image_json(const struct prl_image *img)
 static void image_text(const struct prl_image *img, const char *indent)
 {
 	const struct prl_geom *g = &img->geom;
-	char a[32], b[32];
+	char a[32], b[32], iu[80];
 	uint64_t cb = (uint64_t)g->cluster_sectors * 512;
 
 	printf("%simage:          %s\n", indent, img->path);
@@ -391,7 +406,7 @@ static void image_text(const struct prl_image *img, const char *indent)
 	printf("%sdata offset:    sector %" PRIu64 "\n", indent, (uint64_t)g->data_off);
 	printf("%simage end:      sector %" PRIu64 " (file: %" PRIu64 " sectors)\n",
 	       indent, img->end, img->file_sectors);
-	printf("%sin use:         %s\n", indent, in_use_name(g->in_use));
+	printf("%sin use:         %s\n", indent, in_use_name(g->in_use, iu, sizeof(iu)));
 	printf("%sempty flag:     %s\n", indent,
 	       g->flags & PRL_FLAG_EMPTY ? "set" : "clear");
 	if (g->ext_off)

@@ -406,12 +406,6 @@ static void sp_in_use(const char *p, const struct geo *g)
 	poke32(p, 44, PRL_IN_USE_OPEN);
 }
 
-static void sp_in_use_bad(const char *p, const struct geo *g)
-{
-	(void)g;
-	poke32(p, 44, 0x12345678);
-}
-
 static void sp_outside(const char *p, const struct geo *g)
 {
 	bat_set(p, g, 7, cl_sector(g, 40));
@@ -602,8 +596,6 @@ static const struct corruption catalogue[] = {
 	  2, 0, ALL, NULL, 0 },
 	{ "in_use set v1", &G_V1, false, sp_in_use, KIND(PRL_P_IN_USE), 2, 0, 0,
 	  2, 0, ALL, NULL, 0 },
-	{ "in_use garbage", &G_BASE, false, sp_in_use_bad, KIND(PRL_P_IN_USE), 2,
-	  0, 0, 0, 0, ALL, "invalid in_use", PRL_P_IN_USE },
 	{ "entry past the end", &G_BASE, false, sp_outside,
 	  KIND(PRL_P_BAT_OUTSIDE), 2, 0, 0, 2, 0, 0x3f, "virtual cluster 7",
 	  PRL_P_BAT_OUTSIDE },
@@ -783,6 +775,54 @@ static void test_corruption(void **state)
 	}
 	free(before);
 	free(after);
+}
+
+/*
+ * A value in in_use that the spec does not list is a creator's stamp
+ * (Parallels Desktop writes "pd17", "pd22"), not damage: reported as a
+ * warning (exit 0), left as it is by --repair, and the kernel loads it.
+ */
+static void test_foreign_stamp(void **state)
+{
+	static const struct { uint32_t v; const char *say; } st[] = {
+		{ 0x37316470, "foreign creator stamp 'pd17'" },
+		{ 0x32326470, "foreign creator stamp 'pd22'" },
+		{ 0x12345678, "foreign creator stamp 0x12345678" },
+	};
+	char *img = path_of("stamp.hds");
+	struct prl_check_report rep;
+	size_t i, j;
+	int ext, q = 0;
+
+	(void)state;
+	for (ext = 0; ext < 3; ext++)
+		for (i = 0; i < sizeof(st) / sizeof(st[0]); i++) {
+			if (ext == 2)
+				mk_ext(img);
+			else
+				mk(img, ext ? &G_V1 : &G_BASE);
+			if (have_qemu)		/* 3 with an extension, see quirks */
+				q = qemu_check(img);
+			poke32(img, 44, st[i].v);
+			assert_int_equal(run(img, false, &rep), 0);
+			if (kinds(&rep) != KIND(PRL_P_IN_USE))
+				dump(&rep);
+			assert_int_equal(kinds(&rep), KIND(PRL_P_IN_USE));
+			assert_true(find_msg(&rep, PRL_P_IN_USE, st[i].say));
+			for (j = 0; j < rep.nr; j++)
+				assert_int_equal(rep.problems[j].sev, PRL_SEV_WARN);
+			prl_check_report_free(&rep);
+
+			assert_int_equal(run(img, true, &rep), 0);
+			assert_int_equal(rep.repairs, 0);
+			for (j = 0; j < rep.nr; j++)
+				assert_false(rep.problems[j].repaired);
+			prl_check_report_free(&rep);
+			assert_int_equal(peek32(img, 44), st[i].v);
+			kernel_accepts(img);
+			if (have_qemu)
+				assert_int_equal(qemu_check(img), q);
+		}
 }
 
 /* ---- images made by QEMU and ploop ---------------------------------- */
@@ -1157,6 +1197,7 @@ int main(void)
 		tests[n].initial_state = (void *)&catalogue[i];
 		n++;
 	}
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_foreign_stamp);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_qemu_clean);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_qemu_dup);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_ploop);

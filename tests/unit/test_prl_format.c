@@ -135,8 +135,56 @@ static void test_in_use_values(void **state)
 	im.h.in_use = htole32(PRL_IN_USE_OPEN);
 	assert_int_equal(parse(), 0);
 	assert_int_equal(im.g.in_use, PRL_IN_USE_OPEN);
-	im.h.in_use = htole32(0x12345678);
-	expect_refused("Invalid in_use value");
+}
+
+/*
+ * Values the spec does not list: Parallels Desktop writes a creator stamp
+ * ("pd17", "pd22" in ASCII).  Accepted, kept as they are for the caller.
+ */
+static void test_in_use_stamps(void **state)
+{
+	static const struct {
+		const char raw[4];
+		__u32 val;
+		const char *says;
+		int text;
+	} st[] = {
+		{ "pd17", 0x37316470, "pd17", 1 },
+		{ "pd22", 0x32326470, "pd22", 1 },
+		{ "\x78\x56\x34\x12", 0x12345678, "0x12345678", 0 },
+		{ "pd1\x80", 0x80316470, "0x80316470", 0 },
+		{ "p'17", 0x37312770, "0x37312770", 0 },
+	};
+	static const __u32 spec[] = {
+		PRL_IN_USE_CLOSED_OLD, PRL_IN_USE_OPEN, PRL_IN_USE_CLOSED,
+	};
+	char buf[PRL_STAMP_LEN];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(st) / sizeof(st[0]); i++) {
+		mk_v1();
+		memcpy(&im.h.in_use, st[i].raw, 4);
+		assert_int_equal(parse(), 0);
+		assert_int_equal(im.g.in_use, st[i].val);
+		assert_true(prl_in_use_foreign(im.g.in_use));
+		memset(buf, 'X', sizeof(buf));
+		assert_int_equal(prl_in_use_stamp(im.g.in_use, buf), st[i].text);
+		assert_string_equal(buf, st[i].says);
+		/* the same in a v2 image */
+		mk_v2();
+		memcpy(&im.h.in_use, st[i].raw, 4);
+		assert_int_equal(parse(), 0);
+		assert_int_equal(im.g.in_use, st[i].val);
+	}
+	/* the spec's values are no stamps, and parse as before */
+	for (i = 0; i < sizeof(spec) / sizeof(spec[0]); i++) {
+		mk_v2();
+		im.h.in_use = htole32(spec[i]);
+		assert_int_equal(parse(), 0);
+		assert_int_equal(im.g.in_use, spec[i]);
+		assert_false(prl_in_use_foreign(spec[i]));
+	}
 }
 
 static void test_bad_magic_version(void **state)
@@ -508,6 +556,7 @@ int main(void)
 		cmocka_unit_test(test_v1_valid),
 		cmocka_unit_test(test_empty_end_is_data_off),
 		cmocka_unit_test(test_in_use_values),
+		cmocka_unit_test(test_in_use_stamps),
 		cmocka_unit_test(test_bad_magic_version),
 		cmocka_unit_test(test_cluster_size),
 		cmocka_unit_test(test_bat_size),

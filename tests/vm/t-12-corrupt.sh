@@ -40,7 +40,6 @@ refused data-off-zero v2.hds "data_off is zero in a WithouFreSpacExt image" data
 refused data-off-unaligned v2.hds "data_off is not a multiple of the cluster size" data_off=130
 refused data-off-in-bat2 v1.hds "data_off points inside the header or BAT" data_off=1 bat_entries=200 bat[0]=0 bat[5]=0 nb_sectors=8192
 refused data-off-past-end v2.hds "data_off is beyond the end of the image" data_off=0x100000
-refused bad-in-use v2.hds "Invalid in_use value" in_use=0x12345678
 refused ext-off-bad v2.hds "ext_off does not point at a valid cluster" ext_off=3
 refused ext-off-past-end v2.hds "ext_off does not point at a valid cluster" ext_off=0x100000
 refused bat-past-end v2.hds "BAT entry points past the end of the image" 'bat[3]=1000'
