@@ -84,7 +84,7 @@ qemu-img convert -f parallels -O raw "$IMG" pd.raw
 # -- the Virtuozzo tree: 101 by ploop (where it is installed), 102 by prldisk
 mkdir -p "$V/101/root.hdd" "$V/102"
 if command -v ploop >/dev/null; then
-	(cd "$V/101/root.hdd" && ploop init -s 64M -t none -f ploop1 root.hds >/dev/null 2>&1) ||
+	(cd "$V/101/root.hdd" && ploop_cmd init -s 64M -t none -f ploop1 root.hds >/dev/null 2>&1) ||
 		fail "ploop init"
 	ploop_made=1
 else
@@ -157,7 +157,7 @@ case_vz() {
 	done
 	if [ -n "$ploop_made" ]; then
 		for f in "$V/101"/root.hdd/*.hds*; do
-			ploop check -r -c "$f" >&2 || note "ploop check $f: status $? (ploop 1.15 calls every in_use but 0 dirty)"
+			ploop_cmd check -r -c "$f" >&2 || note "ploop check $f: status $? (ploop 1.15 calls every in_use but 0 dirty)"
 		done
 	fi
 }
