@@ -17,65 +17,8 @@ set -eu
 . "$SRC/tests/vm/lib.sh"
 require_cmd qemu-img python3
 
-G_TOP="{5fbaabe3-6958-40ff-92a7-860e329aab41}"
 D=Disk.hdd
-IMG="Disk.hdd.0.$G_TOP.hds"
-mkdir "$D"
-qemu-img create -q -f parallels -o cluster_size=1M "$D/$IMG" 64M
-qemu-io -f parallels -c "write -P 0x5a 0 3M" "$D/$IMG" >/dev/null
-: > "$D/Disk.hdd"
-head -c 4096 /dev/urandom > "$D/Disk.hdd.drh"
-# The elements Parallels Desktop adds, which prldisk must leave alone.
-cat > "$D/DiskDescriptor.xml" <<XML
-<?xml version='1.0' encoding='UTF-8'?>
-<Parallels_disk_image Version="1.0">
-    <Disk_Parameters>
-        <Disk_size>131072</Disk_size>
-        <Cylinders>130</Cylinders>
-        <PhysicalSectorSize>4096</PhysicalSectorSize>
-        <LogicSectorSize>512</LogicSectorSize>
-        <Heads>16</Heads>
-        <Sectors>63</Sectors>
-        <Padding>0</Padding>
-        <Encryption>
-            <Engine>{00000000-0000-0000-0000-000000000000}</Engine>
-            <Data></Data>
-            <Salt>q8Xz3+Lw</Salt>
-        </Encryption>
-        <UID>{c5a2d7a6-6ab3-4b47-9c8e-3b0b5e1b8f11}</UID>
-        <Name>Disk</Name>
-        <Miscellaneous>
-            <CompatLevel>level2</CompatLevel>
-            <Bootable>1</Bootable>
-            <SuspendState>0</SuspendState>
-            <DupBlocksCnt>0</DupBlocksCnt>
-            <ChangeState>0</ChangeState>
-            <GuestToolsVersion>19.1.0</GuestToolsVersion>
-        </Miscellaneous>
-    </Disk_Parameters>
-    <StorageData>
-        <Storage>
-            <Start>0</Start>
-            <End>131072</End>
-            <Blocksize>2048</Blocksize>
-            <Image>
-                <GUID>$G_TOP</GUID>
-                <Type>Compressed</Type>
-                <File>$IMG</File>
-            </Image>
-        </Storage>
-    </StorageData>
-    <Snapshots>
-        <TopGUID>$G_TOP</TopGUID>
-        <Shot>
-            <GUID>$G_TOP</GUID>
-            <ParentGUID>{00000000-0000-0000-0000-000000000000}</ParentGUID>
-        </Shot>
-    </Snapshots>
-</Parallels_disk_image>
-XML
-cp -p "$D/DiskDescriptor.xml" "$D/DiskDescriptor.xml.Backup"
-cp "$D/$IMG" ref.hds
+"$SRC/tests/tools/pd-folder.sh" "$D"
 
 # unknown FILE: the elements we do not know, as bytes
 unknown() {

@@ -19,66 +19,13 @@ require_cmd dmsetup qemu-img qemu-io cmp python3
 
 P=$SRC/userspace/prldisk
 [ -x "$P" ] || fail "$P is not built (make -C userspace prldisk)"
-G="{5fbaabe3-6958-40ff-92a7-860e329aab41}"
 PD=$T/vms/Win.pvm/Disk.hdd
 V=$T/vz/private
 at_exit "cd / && for x in $PD $V/101/root.hdd $V/102/root.hdd; do $P deactivate \$x >/dev/null 2>&1; done"
 
 # -- the Parallels Desktop folder
-mkdir -p "$PD"
-IMG=$PD/Disk.hdd.0.$G.hds
-qemu-img create -q -f parallels -o cluster_size=1M "$IMG" 64M
-qemu-io -f parallels -c "write -P 0x5a 0 3M" -c "write -P 0xa5 20M 1M" "$IMG" >/dev/null
-"$P" convert --image-format v1 "$IMG" >&2
-printf pd17 | dd of="$IMG" bs=1 seek=44 conv=notrunc status=none
-: > "$PD/Disk.hdd"
-head -c 4096 /dev/urandom > "$PD/Disk.hdd.drh"
-cat > "$PD/DiskDescriptor.xml" <<XML
-<?xml version='1.0' encoding='UTF-8'?>
-<Parallels_disk_image Version="1.0">
-    <Disk_Parameters>
-        <Disk_size>131072</Disk_size>
-        <Cylinders>130</Cylinders>
-        <PhysicalSectorSize>4096</PhysicalSectorSize>
-        <LogicSectorSize>512</LogicSectorSize>
-        <Heads>16</Heads>
-        <Sectors>63</Sectors>
-        <Padding>0</Padding>
-        <Encryption>
-            <Engine>{00000000-0000-0000-0000-000000000000}</Engine>
-            <Data></Data>
-            <Salt>q8Xz3+Lw</Salt>
-        </Encryption>
-        <UID>{c5a2d7a6-6ab3-4b47-9c8e-3b0b5e1b8f11}</UID>
-        <Name>Win</Name>
-        <Miscellaneous>
-            <CompatLevel>level2</CompatLevel>
-            <SuspendState>0</SuspendState>
-            <DupBlocksCnt>0</DupBlocksCnt>
-        </Miscellaneous>
-    </Disk_Parameters>
-    <StorageData>
-        <Storage>
-            <Start>0</Start>
-            <End>131072</End>
-            <Blocksize>2048</Blocksize>
-            <Image>
-                <GUID>$G</GUID>
-                <Type>Compressed</Type>
-                <File>Disk.hdd.0.$G.hds</File>
-            </Image>
-        </Storage>
-    </StorageData>
-    <Snapshots>
-        <TopGUID>$G</TopGUID>
-        <Shot>
-            <GUID>$G</GUID>
-            <ParentGUID>{00000000-0000-0000-0000-000000000000}</ParentGUID>
-        </Shot>
-    </Snapshots>
-</Parallels_disk_image>
-XML
-cp -p "$PD/DiskDescriptor.xml" "$PD/DiskDescriptor.xml.Backup"
+PRLDISK=$P "$SRC/tests/tools/pd-folder.sh" "$PD" pd17
+IMG=$(echo "$PD"/Disk.hdd.0.*.hds)
 qemu-img convert -f parallels -O raw "$IMG" pd.raw
 
 # -- the Virtuozzo tree: 101 by ploop (where it is installed), 102 by prldisk
