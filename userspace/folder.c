@@ -185,7 +185,11 @@ static int resolve(const char *path, int *dfd, const char **base, char *buf,
 	*beneath = false;
 	*dfd = AT_FDCWD;
 	*base = path;
-	if (!h || strlen(rest) >= PATH_MAX || !normalize(rest, buf))
+	if (h && strlen(rest) >= PATH_MAX) {
+		errno = ENAMETOOLONG;	/* never by name instead */
+		return -1;
+	}
+	if (!h || !normalize(rest, buf))
 		return 0;
 	slash = strrchr(buf, '/');
 	if (slash) {
