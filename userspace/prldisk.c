@@ -1310,7 +1310,7 @@ static int cmd_snapshot_delete(int argc, char **argv)
 	struct prl_desc *d;
 	struct prl_err err;
 	char *xml, *vpath = NULL;
-	bool online = false, resume = false;
+	bool online = false, resume = false, marked = false;
 	size_t i;
 	int rc;
 
@@ -1359,6 +1359,7 @@ static int cmd_snapshot_delete(int argc, char **argv)
 		rc = fail_err(&err);
 		goto out;
 	}
+	marked = !resume;
 	if (online) {
 		struct progress p = { .last = -1, .what = d->path };
 
@@ -1419,6 +1420,14 @@ deleted:
 out:
 	if (from)
 		prl_image_close(from, &err);
+	/*
+	 * A delete that failed, rather than was killed, closed what it opened:
+	 * what it copied is the snapshot's own data, and nothing is left to
+	 * finish, so a marker this run made would only make check say there
+	 * is (a delete refused online before it began, say).
+	 */
+	if (rc && marked)
+		prl_delete_unmark(d->path, guid);
 	free(vpath);
 	prl_desc_free(d);
 	return rc;
