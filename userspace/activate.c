@@ -1352,7 +1352,8 @@ static void undo(struct act *a)
 	}
 	for (i = 0; i < a->n; i++)
 		loop_release(&a->L[i].loop);
-	if (a->extended && truncate(a->L[a->n - 1].im->path, a->orig_size))
+	if (a->extended &&
+	    prl_folder_truncate(a->L[a->n - 1].im->path, (off_t)a->orig_size))
 		fprintf(stderr, "%s: warning: cannot cut %s back: %s\n", prog,
 			a->L[a->n - 1].im->path, strerror(errno));
 	a->extended = false;
@@ -1712,7 +1713,7 @@ static void cut_tail(const char *path)
 	prl_image_close(img, &e);
 	if (!cut)
 		return;
-	if (truncate(path, (off_t)(end << PRL_SECTOR_SHIFT)))
+	if (prl_folder_truncate(path, (off_t)(end << PRL_SECTOR_SHIFT)))
 		fprintf(stderr, "%s: warning: cannot truncate %s: %s\n", prog,
 			path, strerror(errno));
 	else

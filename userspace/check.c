@@ -1663,7 +1663,9 @@ static bool held(const char *path)
 int prl_leftovers(const char *file, const char *tag, size_t rest,
 		  struct prl_leftover **out, size_t *nr)
 {
-	char *real = realpath(file, NULL), *slash, *dir, *base;
+	/* Beneath a held folder no symlink is followed: not by realpath either. */
+	char *real = prl_folder_beneath(file) ? NULL : realpath(file, NULL);
+	char *slash, *dir, *base;
 	size_t bl, tl = strlen(tag), cap = 0;
 	struct dirent *e;
 	struct stat st;
@@ -1679,7 +1681,7 @@ int prl_leftovers(const char *file, const char *tag, size_t rest,
 		      prl_xstrdup(".");
 	base = slash ? slash + 1 : real;
 	bl = strlen(base);
-	dp = opendir(dir);
+	dp = prl_folder_opendir(dir);
 	while (dp && (e = readdir(dp))) {
 		struct prl_leftover *l;
 		char *p;

@@ -947,6 +947,8 @@ static const char *reserved(const char *canon, const char *desc_canon)
 		return "the descriptor itself";
 	if (i == 1)
 		return "the descriptor's lock file";
+	if (!strncmp(canon + n, ".delete.", 8))
+		return "a snapshot-delete's marker";
 	if (i < sizeof(reserved_suffixes) / sizeof(*reserved_suffixes) ||
 	    !strncmp(canon + n, ".tmp.", 5))
 		return "a temporary or backup copy of the descriptor";
@@ -1489,11 +1491,14 @@ int prl_desc_format(const struct prl_desc *d, char **buf, size_t *len,
 	 */
 	b = xml_ok(xmlBufferCreate());
 	sc = xmlSaveToBuffer(b, (const char *)copy->encoding, XML_SAVE_NO_EMPTY);
-	if (sc && xmlSaveDoc(sc, copy) >= 0 && xmlSaveClose(sc) >= 0) {
-		n = xmlBufferLength(b);
-		x = n > 0 ? xmlStrndup(xmlBufferContent(b), n) : NULL;
-	} else if (sc) {
-		xmlSaveClose(sc);
+	if (sc) {
+		bool ok = xmlSaveDoc(sc, copy) >= 0;
+
+		/* xmlSaveClose() frees the context whatever it returns */
+		if (xmlSaveClose(sc) >= 0 && ok) {
+			n = xmlBufferLength(b);
+			x = n > 0 ? xmlStrndup(xmlBufferContent(b), n) : NULL;
+		}
 	}
 	xmlBufferFree(b);
 	xmlFreeDoc(copy);

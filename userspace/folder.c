@@ -4,6 +4,7 @@
  * folder.h for why.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -201,7 +202,8 @@ static int resolve(const char *path, int *dfd, const char **base, char *buf,
 		parent = "";
 	}
 	fd = openat2_dir(h->fd, parent);
-	if (fd < 0 && errno == ENOSYS) {
+	/* No openat2: an old kernel (ENOSYS), or a seccomp filter older than it. */
+	if (fd < 0 && (errno == ENOSYS || errno == EPERM)) {
 		char *copy = prl_xstrdup(parent);
 
 		fd = walk_dir(h->fd, copy);
@@ -330,6 +332,30 @@ int prl_folder_mkstemp(char *tmpl)
 			return fd;
 	}
 	return fd;
+}
+
+int prl_folder_truncate(const char *path, off_t len)
+{
+	int fd = prl_folder_open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY, 0), r;
+
+	if (fd < 0)
+		return -1;
+	r = ftruncate(fd, len);
+	put(fd);
+	return r;
+}
+
+DIR *prl_folder_opendir(const char *path)
+{
+	int fd = prl_folder_open(path, O_RDONLY | O_DIRECTORY, 0);
+	DIR *d;
+
+	if (fd < 0)
+		return NULL;
+	d = fdopendir(fd);
+	if (!d)
+		put(fd);
+	return d;
 }
 
 int prl_folder_fsync_dir(const char *path)

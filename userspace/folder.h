@@ -18,6 +18,7 @@
 #ifndef PRL_FOLDER_H
 #define PRL_FOLDER_H
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -42,6 +43,10 @@ int prl_folder_rename(const char *from, const char *to);
 int prl_folder_mkstemp(char *tmpl);
 /* fsync the folder holding @path. */
 int prl_folder_fsync_dir(const char *path);
+/* truncate(): opened without following a symlink, then ftruncate(). */
+int prl_folder_truncate(const char *path, off_t len);
+/* opendir() of a folder, beneath a held one from its handle. */
+DIR *prl_folder_opendir(const char *path);
 
 /* Tests: pretend the kernel has no openat2, to exercise the walk. */
 extern bool prl_folder_no_openat2;

@@ -228,7 +228,7 @@ static int extend_new(const char *path, struct prl_err *err)
 		return r;
 	bytes = max_sectors(img) << PRL_SECTOR_SHIFT;
 	prl_image_close(img, &(struct prl_err){ "" });
-	if (truncate(path, (off_t)bytes))
+	if (prl_folder_truncate(path, (off_t)bytes))
 		return prl_errf(err, errno,
 				"cannot extend %s to %" PRIu64 " bytes (the room it may grow to): %s",
 				path, bytes, strerror(errno));
@@ -510,7 +510,7 @@ static int extend_loop(dev_t loop, const char *path, uint64_t bytes,
 		return prl_errf(err, errno, "%s: %s", path, strerror(errno));
 	if ((uint64_t)st.st_size >= bytes)
 		return 0;
-	if (truncate(path, (off_t)bytes))
+	if (prl_folder_truncate(path, (off_t)bytes))
 		return prl_errf(err, errno, "cannot extend %s to %" PRIu64 " bytes: %s",
 				path, bytes, strerror(errno));
 	fd = open_dev(loop, O_RDONLY);

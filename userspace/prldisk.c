@@ -670,8 +670,23 @@ static bool child_of_interrupted(const struct prl_desc *d, const char *guid)
  * named, and removed by a repair unless an operation running now holds
  * them.  Leaks only: they are not part of the disk.
  */
-static int check_leftovers(const char *file, const char *tag, const char *what,
-			   bool repair)
+/* Is @path one of @d's images (a layer may be named like a leftover)? */
+static bool names_image(const struct prl_desc *d, const char *path)
+{
+	struct stat a, b;
+	size_t i;
+
+	if (!d || prl_folder_lstat(path, &a))
+		return false;
+	for (i = 0; i < d->nr_images; i++)
+		if (!prl_folder_lstat(d->images[i].path, &b) &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			return true;
+	return false;
+}
+
+static int check_leftovers(const struct prl_desc *d, const char *file,
+			   const char *tag, const char *what, bool repair)
 {
 	struct prl_leftover *l;
 	size_t i, nr;
@@ -680,6 +695,9 @@ static int check_leftovers(const char *file, const char *tag, const char *what,
 	prl_leftovers(file, tag, 6, &l, &nr);
 	for (i = 0; i < nr; i++) {
 		bool removed = false;
+
+		if (names_image(d, l[i].path))
+			continue;
 
 		if (!l[i].busy && repair) {
 			removed = !prl_folder_unlink(l[i].path);
@@ -787,7 +805,7 @@ static int check_desc_images(const struct prl_desc *d, bool repair,
 		}
 		rc = worse(rc, check_one(im->path, repair, im->guid,
 					 child_of_interrupted(d, im->guid), jarr));
-		rc = worse(rc, check_leftovers(im->path, ".convert.", "convert", repair));
+		rc = worse(rc, check_leftovers(d, im->path, ".convert.", "convert", repair));
 		/* The image's own size and cluster size against the descriptor. */
 		if (prl_image_open(im->path, 0, &img, &err))
 			continue;
@@ -927,6 +945,7 @@ static int check_desc(const char *xml, bool repair, json_object *jarr)
 	struct prl_desc *d;
 	struct prl_err err;
 	int fd = -1, rc;
+	char *bak;
 
 	if (repair) {
 		fd = prl_lock_path(xml, &err);
@@ -948,7 +967,10 @@ static int check_desc(const char *xml, bool repair, json_object *jarr)
 	}
 	rc = check_desc_images(d, repair, jarr);
 	rc = worse(rc, check_deletes(d, repair));
-	rc = worse(rc, check_leftovers(d->path, ".tmp.", "descriptor save", repair));
+	rc = worse(rc, check_leftovers(d, d->path, ".tmp.", "descriptor save", repair));
+	bak = prl_desc_backup_path(d->path);
+	rc = worse(rc, check_leftovers(d, bak, ".tmp.", "descriptor save", repair));
+	free(bak);
 	rc = worse(rc, check_backup(d, repair));
 free:
 	prl_desc_free(d);
@@ -974,7 +996,7 @@ static int cmd_check(int argc, char **argv, bool repair)
 		rc = check_desc(xml, repair, jarr);
 	else
 		rc = worse(check_one(argv[0], repair, NULL, false, jarr),
-			   check_leftovers(argv[0], ".convert.", "convert", repair));
+			   check_leftovers(NULL, argv[0], ".convert.", "convert", repair));
 	free(xml);
 	if (cli.json) {
 		json_object *o = json_object_new_object();

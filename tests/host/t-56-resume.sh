@@ -155,4 +155,28 @@ grep -qF "$(basename "$left")" check.out || fail "convert: check of lone.hds doe
 "$PRLDISK" check --repair lone.hds >&2 || fail "convert: check --repair lone.hds"
 [ ! -e "$left" ] || fail "convert: check --repair lone.hds left $left"
 qemu-img compare -q -f parallels -F parallels orig.hds lone.hds || fail "convert: lone.hds changed"
+note "a snapshot-delete that fails (not killed) leaves no marker"
+"$PRLDISK" create busy --size 64M >/dev/null
+g=$("$PRLDISK" snapshot --json busy | sed -n 's/.*"snapshot": *"\({[^}]*}\)".*/\1/p')
+top=$(find busy -name 'root.hds.*')
+# another program (QEMU, Parallels Desktop) has the top open
+python3 "$SRC/tests/tools/patch-image.py" "$top" in_use=0x746f6e59
+rc=0
+"$PRLDISK" snapshot-delete busy "$g" > busy.out 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || fail "busy: snapshot-delete over an image in use succeeded"
+[ -z "$(find busy -name '*.delete.*')" ] ||
+	fail "busy: the failed snapshot-delete left its marker: $(find busy -name '*.delete.*')"
+rc=0
+"$PRLDISK" snapshot-delete busy "$g" > busy2.out 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || fail "busy: a second snapshot-delete wrote into the image in use"
+
+note "a layer named like a leftover is the disk's, not a leftover"
+"$PRLDISK" create named --size 64M >/dev/null
+"$PRLDISK" snapshot named >/dev/null
+top=$(find named -name 'root.hds.*')
+mv "$top" named/root.hds.convert.ABCDEF
+sed -i "s|<File>$(basename "$top")</File>|<File>root.hds.convert.ABCDEF</File>|" named/DiskDescriptor.xml
+"$PRLDISK" check named > named.out 2>&1 || fail "named: check: $(cat named.out)"
+"$PRLDISK" check --repair named >&2 || fail "named: check --repair"
+[ -e named/root.hds.convert.ABCDEF ] || fail "named: check --repair removed the disk's top"
 note "all passed"
