@@ -35,7 +35,7 @@ dm_remove u
 # Closed as 0 where no format extension vouches for anything: what QEMU
 # writes, and the one value ploop 1.15's check calls clean.
 expect_eq "$(in_use a.hds)" 00000000 "in_use after removal"
-ploop_cmd check -r -c a.hds >&2 || fail "ploop check refuses the image the target closed"
+ploop_cmd check -r a.hds >&2 || fail "ploop check refuses the image the target closed"
 
 # Suspend closes the image too; the next write opens it again.
 dm_create u "0 32768 parallels $l -"
