@@ -445,12 +445,19 @@ int prl_meta_commit(struct prl_meta *pm)
 	return 1;
 }
 
+/*
+ * Closed as "v2.1" only where a format extension is there for it to vouch
+ * for; else 0, what QEMU writes on close and the one value ploop 1.15's
+ * check takes for clean.
+ */
 void prl_meta_set_in_use(struct prl_meta *pm, bool open)
 {
 	struct prl_header *hdr = pm->buf;
-	u32 val = open ? PRL_IN_USE_OPEN : PRL_IN_USE_CLOSED;
+	u32 val;
 
 	spin_lock_irq(&pm->lock);
+	val = open ? PRL_IN_USE_OPEN :
+	      pm->geom.ext_off ? PRL_IN_USE_CLOSED : PRL_IN_USE_CLOSED_OLD;
 	pm->geom.in_use = val;
 	hdr->in_use = cpu_to_le32(val);
 	prl_meta_dirty_bytes(pm, 0, sizeof(*hdr));

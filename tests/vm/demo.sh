@@ -76,7 +76,8 @@ for f in "$W"/root.hds*; do
 done
 echo "qemu-img check: no corruption"
 # ploop 1.15 predates the "closed v2.1" in_use value the target writes
-# (it calls anything but 0 dirty): check a copy that says 0, its "closed".
+# where it stores a dirty bitmap, as here (it calls anything but 0 dirty):
+# check a copy that says 0, its "closed".
 cp --sparse=never "$W/root.hds" "$T/root-copy.hds"
 printf '\0\0\0\0' | dd of="$T/root-copy.hds" bs=1 seek=44 conv=notrunc status=none
 ploop_cmd check -f "$T/root-copy.hds" > "$T/ploop-check.txt" 2>&1 ||
