@@ -55,9 +55,10 @@ case_args() {
 	dm_create s2 "0 65536 parallels $L - 1 logical_block_size:4096"
 	expect_eq "$(sizes s2)" "4096 4096" "sizes of s2"
 	expect_eq "$(args s2)" "1 logical_block_size:4096" "table of s2"
+	# (into clusters the image has: the loop device is not pre-extended)
 	head -c 8192 /dev/urandom > w.bin
-	dd if=w.bin of=/dev/mapper/s2 bs=4096 seek=300 oflag=direct conv=fsync status=none
-	cmp w.bin <(dd if=/dev/mapper/s2 bs=4096 skip=300 count=2 iflag=direct status=none) ||
+	dd if=w.bin of=/dev/mapper/s2 bs=4096 seek=100 oflag=direct conv=fsync status=none
+	cmp w.bin <(dd if=/dev/mapper/s2 bs=4096 skip=100 count=2 iflag=direct status=none) ||
 		fail "4096-byte blocks do not read back from s2"
 	expect_err 'Invalid argument' dd if=/dev/mapper/s2 of=/dev/null bs=512 count=1 skip=1 iflag=direct status=none
 	# Round trip: the table line dmsetup gives back loads again.
@@ -92,7 +93,8 @@ case_bad() {
 	refused "physical_block_size is smaller than logical_block_size" \
 		"2 logical_block_size:4096 physical_block_size:512"
 	refused "Target length is not a multiple of logical_block_size" "1 logical_block_size:4096" 65535
-	nothing_left "after the refused tables"
+	_d=$(dmsetup ls | grep -v '^No devices found' || true)
+	[ -z "$_d" ] || fail "a refused table left a device: $_d"
 }
 
 case_none() {
