@@ -127,6 +127,8 @@ struct prl_target {
 	unsigned int commit_interval_ms;
 	bool cbt_arg;			/* "cbt" */
 	u32 cbt_granularity;		/* "cbt_granularity:<n>", or 0 */
+	unsigned int logical_bs;	/* "logical_block_size:<n>", or 0 */
+	unsigned int physical_bs;	/* "physical_block_size:<n>", or 0 */
 };
 
 /*
@@ -212,10 +214,22 @@ static int prl_cbt_takeover(struct prl_target *pt, char **why)
 	return r;
 }
 
+/*
+ * A sector size the block layer takes for a dm device: a power of two from
+ * 512 up to the page size (4096 on every architecture Debian ships with a
+ * 4 KiB page; larger pages would allow more, but no disk format asks it).
+ */
+#define PRL_MAX_BLOCK_SIZE	4096
+
+static bool prl_block_size_ok(unsigned int bs)
+{
+	return bs >= SECTOR_SIZE && bs <= PRL_MAX_BLOCK_SIZE && is_power_of_2(bs);
+}
+
 static int prl_parse_args(struct prl_target *pt, struct dm_arg_set *as)
 {
 	static const struct dm_arg _args[] = {
-		{0, 8, "Invalid number of optional arguments"},
+		{0, 10, "Invalid number of optional arguments"},
 	};
 	struct dm_target *ti = pt->ti;
 	unsigned int argc;
@@ -261,11 +275,38 @@ static int prl_parse_args(struct prl_target *pt, struct dm_arg_set *as)
 			pt->cbt_granularity = val;
 			continue;
 		}
+		/* What the disk says its sectors are (DiskDescriptor.xml). */
+		if (sscanf(arg, "logical_block_size:%u%c", &val, &dummy) == 1) {
+			if (!prl_block_size_ok(val)) {
+				ti->error = "logical_block_size must be 512, 1024, 2048 or 4096";
+				return -EINVAL;
+			}
+			pt->logical_bs = val;
+			continue;
+		}
+		if (sscanf(arg, "physical_block_size:%u%c", &val, &dummy) == 1) {
+			if (!prl_block_size_ok(val)) {
+				ti->error = "physical_block_size must be 512, 1024, 2048 or 4096";
+				return -EINVAL;
+			}
+			pt->physical_bs = val;
+			continue;
+		}
 		ti->error = "Unknown optional argument";
 		return -EINVAL;
 	}
 	if (as->argc) {
 		ti->error = "Unexpected arguments after the optional arguments";
+		return -EINVAL;
+	}
+	if (pt->physical_bs && pt->physical_bs < pt->logical_bs) {
+		ti->error = "physical_block_size is smaller than logical_block_size";
+		return -EINVAL;
+	}
+	/* dm would refuse it too, but without naming the argument. */
+	if (pt->logical_bs &&
+	    ((ti->begin | ti->len) & ((pt->logical_bs >> SECTOR_SHIFT) - 1))) {
+		ti->error = "Target length is not a multiple of logical_block_size";
 		return -EINVAL;
 	}
 	return 0;
@@ -1271,7 +1312,8 @@ static void prl_status(struct dm_target *ti, status_type_t type,
 		       pt->lower ? pt->lower->name : "-");
 		nr_opts = pt->ignore_in_use + pt->no_discard +
 			  (pt->commit_interval_ms != PRL_DEFAULT_COMMIT_MS) +
-			  pt->cbt_arg + !!pt->cbt_granularity;
+			  pt->cbt_arg + !!pt->cbt_granularity +
+			  !!pt->logical_bs + !!pt->physical_bs;
 		if (!nr_opts)
 			break;
 		DMEMIT(" %u", nr_opts);
@@ -1285,6 +1327,10 @@ static void prl_status(struct dm_target *ti, status_type_t type,
 			DMEMIT(" cbt");
 		if (pt->cbt_granularity)
 			DMEMIT(" cbt_granularity:%u", pt->cbt_granularity);
+		if (pt->logical_bs)
+			DMEMIT(" logical_block_size:%u", pt->logical_bs);
+		if (pt->physical_bs)
+			DMEMIT(" physical_block_size:%u", pt->physical_bs);
 		break;
 	case STATUSTYPE_IMA:
 		*result = '\0';
@@ -1302,8 +1348,12 @@ static int prl_iterate_devices(struct dm_target *ti,
 	 * The lower device is only read (like dm-thin's external origin): it
 	 * is left out, so that what it cannot do (write-zeroes, as a read-only
 	 * table) is not taken from this one; io_hints takes its block size.
+	 * The area is whole logical blocks: an image file need not end on one
+	 * (the I/O sent to the image device is in its own sectors).
 	 */
-	return fn(ti, pt->image, 0, bdev_nr_sectors(pt->image->bdev), data);
+	return fn(ti, pt->image, 0,
+		  round_down(bdev_nr_sectors(pt->image->bdev),
+			     max(pt->logical_bs >> SECTOR_SHIFT, 1U)), data);
 }
 
 static void prl_io_hints(struct dm_target *ti, struct queue_limits *limits)
@@ -1320,6 +1370,13 @@ static void prl_io_hints(struct dm_target *ti, struct queue_limits *limits)
 		limits->physical_block_size = max(limits->physical_block_size,
 						  bdev_physical_block_size(lb));
 	}
+	/* The disk's own sector sizes (a 4096-byte physical one is a hint). */
+	limits->logical_block_size = max(limits->logical_block_size,
+					 pt->logical_bs);
+	limits->physical_block_size = max3(limits->physical_block_size,
+					   pt->physical_bs,
+					   limits->logical_block_size);
+	limits->io_min = max(limits->io_min, limits->physical_block_size);
 	/* Whole-cluster writes need no fill. */
 	limits->io_opt = cs << SECTOR_SHIFT;
 	if (pt->writable && !pt->no_discard) {

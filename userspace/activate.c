@@ -1314,13 +1314,48 @@ static int pre_extend(struct act *a, struct layer *l, struct prl_err *err)
 	return r;
 }
 
+unsigned int sector_args(uint32_t logical, uint32_t physical, const char *opts,
+			 char *out, size_t len)
+{
+	unsigned int n = 0;
+	const char *s;
+	size_t k;
+
+	if (opts) {
+		/* The live table's own: the layers agree with what it runs. */
+		logical = physical = 0;
+		for (s = opts; *s; s += k) {
+			s += strspn(s, " ");
+			k = strcspn(s, " ");
+			if (!strncmp(s, "logical_block_size:", 19))
+				logical = (uint32_t)strtoul(s + 19, NULL, 10);
+			else if (!strncmp(s, "physical_block_size:", 20))
+				physical = (uint32_t)strtoul(s + 20, NULL, 10);
+		}
+	}
+	out[0] = '\0';
+	if (logical) {
+		snprintf(out, len, "logical_block_size:%u", logical);
+		n++;
+	}
+	if (physical) {
+		k = strlen(out);
+		snprintf(out + k, len - k, "%sphysical_block_size:%u",
+			 n ? " " : "", physical);
+		n++;
+	}
+	return n;
+}
+
 /* The devices a layer's table names: its image and what lies below it. */
 static void layer_table(const struct act *a, size_t i, char *type, size_t tlen,
 			char *params, size_t plen)
 {
 	const struct layer *l = &a->L[i];
 	const struct layer *b = i ? &a->L[i - 1] : NULL;
-	char lower[32] = "-";
+	char lower[32] = "-", ss[64];
+	bool cbt = l->top && !l->ro && cli.cbt;
+	unsigned int n;
 
 	if (l->plain) {
 		snprintf(type, tlen, "linear");
@@ -1332,9 +1367,18 @@ static void layer_table(const struct act *a, size_t i, char *type, size_t tlen,
 			 major(b->plain ? b->dev : b->dm_dev),
 			 minor(b->plain ? b->dev : b->dm_dev));
 	snprintf(type, tlen, "parallels");
+	/* Every layer gets the disk's sector sizes: the top also takes the
+	 * larger ones of the layer below, and a layer may become a top. */
+	n = sector_args(a->d->logical_sector_size, a->d->physical_sector_size,
+			NULL, ss, sizeof(ss));
 	/* --cbt: the top tracks changes (its own bitmap goes on anyway). */
-	snprintf(params, plen, "%u:%u %s%s", major(l->dev), minor(l->dev), lower,
-		 l->top && !l->ro && cli.cbt ? " 1 cbt" : "");
+	if (n + cbt)
+		snprintf(params, plen, "%u:%u %s %u%s%s%s", major(l->dev),
+			 minor(l->dev), lower, n + cbt, cbt ? " cbt" : "",
+			 n ? " " : "", ss);
+	else
+		snprintf(params, plen, "%u:%u %s", major(l->dev), minor(l->dev),
+			 lower);
 }
 
 static void undo(struct act *a)
@@ -1362,7 +1406,7 @@ static void undo(struct act *a)
 /* Steps 3-5; on failure, this run's steps are undone. */
 static int setup(struct act *a, struct prl_err *err)
 {
-	char type[16], params[96], uuid[DM_UUID_LEN];
+	char type[16], params[160], uuid[DM_UUID_LEN];
 	size_t i;
 	int r;
 

@@ -104,4 +104,13 @@ void cut_top(int fd, const struct stat *st, uint64_t end);
  */
 void fault_point(const char *point);
 
+/*
+ * The table's opt args for a disk's sector sizes ("logical_block_size:512
+ * physical_block_size:4096", "" for none) into @out; returns their count.
+ * From the descriptor's values (0: absent), or the ones in @opts, a live
+ * table's "<#opt_args> <opt_arg>...", when @opts is not NULL.
+ */
+unsigned int sector_args(uint32_t logical, uint32_t physical, const char *opts,
+			 char *out, size_t len);
+
 #endif /* PRL_ACTIVATE_H */

@@ -478,16 +478,72 @@ static bool chs_ok(uint64_t size, uint32_t c, uint32_t h, uint32_t s)
 	return chs == size || (chs < size && size - chs < hs);
 }
 
+/* A sector size the kernel can give a block device. */
+static bool sector_size_ok(uint64_t bs)
+{
+	return bs >= 512 && bs <= 4096 && !(bs & (bs - 1));
+}
+
+/* Optional <@name> of @p, in bytes (0: absent). */
+static int sector_size(struct ld *l, xmlNodePtr p, const char *name,
+		       uint32_t *v, xmlNodePtr *np)
+{
+	xmlNodePtr n;
+	uint64_t x;
+	int r;
+
+	*v = 0;
+	r = child(l, p, name, true, &n);
+	*np = n;
+	if (r || !n)
+		return r;
+	r = leaf_num(l, p, name, UINT64_MAX, &x, NULL);
+	if (r)
+		return r;
+	if (!sector_size_ok(x))
+		return ld_err(l, n, "<%s> is %" PRIu64 ": it must be 512, 1024, 2048 or 4096",
+			      name, x);
+	*v = (uint32_t)x;
+	return 0;
+}
+
+/* The sector sizes Parallels Desktop writes: the device's, at activation. */
+static int parse_sector_sizes(struct ld *l, xmlNodePtr p, xmlNodePtr size)
+{
+	struct prl_desc *d = l->d;
+	xmlNodePtr ln, pn;
+	int r;
+
+	r = sector_size(l, p, "LogicSectorSize", &d->logical_sector_size, &ln);
+	if (!r)
+		r = sector_size(l, p, "PhysicalSectorSize",
+				&d->physical_sector_size, &pn);
+	if (r)
+		return r;
+	if (d->physical_sector_size &&
+	    d->physical_sector_size < d->logical_sector_size)
+		return ld_err(l, pn, "<PhysicalSectorSize> %" PRIu32
+			      " is smaller than <LogicSectorSize> %" PRIu32,
+			      d->physical_sector_size, d->logical_sector_size);
+	if (d->logical_sector_size &&
+	    d->disk_size % (d->logical_sector_size / 512))
+		return ld_err(l, size, "<Disk_size> %" PRIu64
+			      " is not a whole number of %" PRIu32
+			      "-byte sectors (LogicSectorSize)",
+			      d->disk_size, d->logical_sector_size);
+	return 0;
+}
+
 static int parse_params(struct ld *l, xmlNodePtr root)
 {
 	struct prl_desc *d = l->d;
-	xmlNodePtr p, pad;
+	xmlNodePtr p, pad, size;
 	uint64_t padding;
 	int r;
 
 	r = child(l, root, "Disk_Parameters", false, &p);
 	if (!r)
-		r = leaf_num(l, p, "Disk_size", UINT64_MAX, &d->disk_size, NULL);
+		r = leaf_num(l, p, "Disk_size", UINT64_MAX, &d->disk_size, &size);
 	if (!r)
 		r = leaf_u32(l, p, "Cylinders", &d->cylinders);
 	if (!r)
@@ -509,7 +565,7 @@ static int parse_params(struct ld *l, xmlNodePtr root)
 			      "*%" PRIu32 " does not match Disk_size %" PRIu64
 			      " (it must equal it, or round it down to whole cylinders)",
 			      d->cylinders, d->heads, d->sectors, d->disk_size);
-	return 0;
+	return parse_sector_sizes(l, p, size);
 }
 
 static int parse_image(struct ld *l, xmlNodePtr n, struct prl_desc_image *img)
@@ -1682,6 +1738,8 @@ static int edit_commit(struct prl_desc *d, struct prl_desc *t,
 	d->heads = t->heads;
 	d->sectors = t->sectors;
 	d->blocksize = t->blocksize;
+	d->logical_sector_size = t->logical_sector_size;
+	d->physical_sector_size = t->physical_sector_size;
 	d->nr_images = t->nr_images;
 	d->images = t->images;
 	d->nr_shots = t->nr_shots;
@@ -2017,6 +2075,12 @@ int prl_desc_set_size(struct prl_desc *d, uint64_t disk_size,
 		return prl_errf(err, EINVAL,
 				"%s: a disk of %" PRIu64 " sectors is not possible",
 				d->path, disk_size);
+	if (d->logical_sector_size && disk_size % (d->logical_sector_size / 512))
+		return prl_errf(err, EINVAL,
+				"%s: a disk of %" PRIu64 " sectors is not a whole number of its %" PRIu32
+				"-byte sectors (LogicSectorSize): choose a multiple of %" PRIu32 " bytes",
+				d->path, disk_size, d->logical_sector_size,
+				d->logical_sector_size);
 	r = edit_begin(d, &t, err);
 	if (r)
 		return r;

@@ -55,6 +55,9 @@ struct prl_desc {
 	uint64_t disk_size;	/* sectors (Disk_size) */
 	uint32_t cylinders, heads, sectors;
 	uint32_t blocksize;	/* Storage Blocksize: cluster size in sectors */
+	/* Parallels Desktop's LogicSectorSize / PhysicalSectorSize, in bytes
+	 * (512..4096, a power of two), 0 where the element is absent. */
+	uint32_t logical_sector_size, physical_sector_size;
 	size_t nr_images;
 	struct prl_desc_image *images;
 	size_t nr_shots;
@@ -87,7 +90,10 @@ struct prl_desc {
  * Parse and check @path.  Refused, each with its own message: not XML, a
  * DTD or entities, an unknown root element, Version other than 1.0 (absent
  * is accepted), Disk_Parameters missing or Heads*Cylinders*Sectors !=
- * Disk_size or Padding != 0, no or more than one Storage (split image),
+ * Disk_size or Padding != 0, a LogicSectorSize or PhysicalSectorSize
+ * (both optional) other than 512, 1024, 2048 or 4096, a physical one
+ * smaller than the logical one, a Disk_size that is no whole number of
+ * logical sectors, no or more than one Storage (split image),
  * Start != 0 or End != Disk_size, Blocksize 0, an Image without GUID/Type/
  * File or with an unknown Type, a Plain image that is not the root, a
  * duplicate GUID, a File that is absolute or leaves the folder (unless
@@ -187,7 +193,7 @@ size_t prl_desc_nr_children(const struct prl_desc *d, const char *guid);
  * remove: the Image and Shot of @guid (it must have no children).
  * set_parent: re-hang @guid under @parent.
  * set_top: the top image; written as a TopGUID element.
- * set_size: Disk_size, End and the CHS geometry.
+ * set_size: Disk_size, End and the CHS geometry (whole logical sectors).
  */
 int prl_desc_add(struct prl_desc *d, const char *guid, enum prl_image_type type,
 		 const char *file, const char *parent, struct prl_err *err);

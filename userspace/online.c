@@ -240,6 +240,8 @@ int prl_snapshot_online(struct prl_desc *d, const char *file, const char *snap,
 {
 	const struct prl_desc_image *old = prl_desc_image(d, snap);
 	char lname[DM_NAME_LEN], uuid[DM_UUID_LEN], params[384], lower[32] = "-";
+	char ss[64];
+	unsigned int nss;
 	char tid[DISK_ID_LEN + 1];
 	char *path = prl_xasprintf("%s/%s", d->dir, file), *orig;
 	bool suspended = false, layer = false, loaded = false, saved = false;
@@ -303,8 +305,14 @@ int prl_snapshot_online(struct prl_desc *d, const char *file, const char *snap,
 	/* c. The old top, read-only, on what was below it. */
 	if (top.lower)
 		snprintf(lower, sizeof(lower), "%u:%u", major(top.lower), minor(top.lower));
-	snprintf(params, sizeof(params), "%u:%u %s", major(top.image),
-		 minor(top.image), lower);
+	/* With the top's sector sizes: the layer agrees with the device. */
+	nss = sector_args(0, 0, top.opts, ss, sizeof(ss));
+	if (nss)
+		snprintf(params, sizeof(params), "%u:%u %s %u %s", major(top.image),
+			 minor(top.image), lower, nss, ss);
+	else
+		snprintf(params, sizeof(params), "%u:%u %s", major(top.image),
+			 minor(top.image), lower);
 	uuid_disk_id(top.uuid, tid);	/* the layer is the same disk's */
 	dm_uuid(uuid, sizeof(uuid), snap, tid, top.name);
 	/* The top keeps its UUID; when it carries this GUID, the layer has none. */

@@ -479,6 +479,11 @@ static int info_desc(const char *path)
 		jadd(jd, "heads", ju64(d->heads));
 		jadd(jd, "sectors", ju64(d->sectors));
 		jadd(jd, "cluster_size", ju64((uint64_t)d->blocksize * 512));
+		/* The descriptor's sector sizes, null where it has none. */
+		jadd(jd, "logical_sector_size", d->logical_sector_size ?
+		     ju64(d->logical_sector_size) : NULL);
+		jadd(jd, "physical_sector_size", d->physical_sector_size ?
+		     ju64(d->physical_sector_size) : NULL);
 		jadd(jd, "top", jstr(d->top));
 	} else {
 		printf("disk:           %s\n", d->path);
@@ -488,6 +493,13 @@ static int info_desc(const char *path)
 		       d->cylinders, d->heads, d->sectors);
 		printf("cluster size:   %s (%u sectors)\n",
 		       hsize((uint64_t)d->blocksize * 512, a, sizeof(a)), d->blocksize);
+		if (d->logical_sector_size && d->physical_sector_size)
+			printf("sector size:    %u logical, %u physical\n",
+			       d->logical_sector_size, d->physical_sector_size);
+		else if (d->logical_sector_size || d->physical_sector_size)
+			printf("sector size:    %u %s\n",
+			       d->logical_sector_size ?: d->physical_sector_size,
+			       d->logical_sector_size ? "logical" : "physical");
 		printf("top:            %s\n", d->top);
 		printf("snapshots:\n");
 		draw_tree(d, PRL_GUID_NULL, "  ");

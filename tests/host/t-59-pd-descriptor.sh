@@ -40,7 +40,16 @@ same() {
 		fail "a: after $1 the elements Parallels Desktop wrote are changed"
 }
 
-"$PRLDISK" info "$D" >&2 || fail "info of a Parallels Desktop folder failed"
+"$PRLDISK" info "$D" > info.txt || fail "info of a Parallels Desktop folder failed"
+cat info.txt >&2
+# The sector sizes are the device's (activate passes them to the target).
+grep -qx 'sector size:    512 logical, 4096 physical' info.txt ||
+	fail "info does not show the sector sizes: $(grep -i sector info.txt)"
+expect_eq "$("$PRLDISK" info --json "$D" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(d.get("logical_sector_size"), d.get("physical_sector_size"))')" "512 4096" \
+	"info --json sector sizes"
 "$PRLDISK" check "$D" >&2 || fail "check of a Parallels Desktop folder failed"
 
 note "a: changes keep the Backup and the unknown elements"

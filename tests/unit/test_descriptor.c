@@ -708,6 +708,64 @@ static void t_elements(void **state)
 	refused(DOC(P64 ONE_IMG SNAPS(SHOT(GT, "x\ny"))), 0, "'x\\x0ay'");
 }
 
+/* Parallels Desktop's sector sizes, optional, inside Disk_Parameters. */
+#define PSS(logic, phys) "<Disk_Parameters><Disk_size>131072</Disk_size>"	\
+	"<Cylinders>256</Cylinders><PhysicalSectorSize>" phys		\
+	"</PhysicalSectorSize><LogicSectorSize>" logic "</LogicSectorSize>"	\
+	"<Heads>16</Heads><Sectors>32</Sectors><Padding>0</Padding>"	\
+	"</Disk_Parameters>"
+
+static void t_sector_sizes(void **state)
+{
+	struct prl_desc *d;
+
+	(void)state;
+	put(at("root.hds"), "");
+	d = ok(DOC(PSS("512", "4096") ONE_IMG ONE_SNAP), 0);
+	assert_int_equal(d->logical_sector_size, 512);
+	assert_int_equal(d->physical_sector_size, 4096);
+	/* kept through an edit */
+	assert_int_equal(prl_desc_set_size(d, 262144, &err), 0);
+	assert_int_equal(d->logical_sector_size, 512);
+	assert_int_equal(d->physical_sector_size, 4096);
+	prl_desc_free(d);
+	d = ok(DOC(PSS("4096", "4096") ONE_IMG ONE_SNAP), 0);
+	assert_int_equal(d->logical_sector_size, 4096);
+	/* a 4096-byte sector disk grows by whole sectors */
+	assert_true(prl_desc_set_size(d, 262143, &err) < 0);
+	check_msg("is not a whole number of its 4096-byte sectors");
+	assert_int_equal(d->disk_size, 131072);
+	prl_desc_free(d);
+	d = ok(ONE, 0);
+	assert_int_equal(d->logical_sector_size, 0);
+	assert_int_equal(d->physical_sector_size, 0);
+	prl_desc_free(d);
+}
+
+static void t_sector_sizes_refused(void **state)
+{
+	(void)state;
+	refused(DOC(PSS("1000", "4096") ONE_IMG ONE_SNAP), 0,
+		"line 3: <LogicSectorSize> is 1000: it must be 512, 1024, 2048 or 4096");
+	refused(DOC(PSS("512", "8192") ONE_IMG ONE_SNAP), 0,
+		"<PhysicalSectorSize> is 8192: it must be 512, 1024, 2048 or 4096");
+	refused(DOC(PSS("256", "4096") ONE_IMG ONE_SNAP), 0,
+		"<LogicSectorSize> is 256");
+	refused(DOC(PSS("0", "4096") ONE_IMG ONE_SNAP), 0,
+		"<LogicSectorSize> is 0");
+	refused(DOC(PSS("512", "4k") ONE_IMG ONE_SNAP), 0,
+		"<PhysicalSectorSize> '4k' is not a decimal number");
+	refused(DOC(PSS("4096", "512") ONE_IMG ONE_SNAP), 0,
+		"<PhysicalSectorSize> 512 is smaller than <LogicSectorSize> 4096");
+	/* 4096-byte sectors: the disk is whole sectors */
+	refused(DOC("<Disk_Parameters><Disk_size>131071</Disk_size>"
+		    "<Cylinders>130</Cylinders><LogicSectorSize>4096"
+		    "</LogicSectorSize><Heads>16</Heads><Sectors>63</Sectors>"
+		    "<Padding>0</Padding></Disk_Parameters>"
+		    STOR("0", "131071", "2048", IMG(GT, "root.hds")) ONE_SNAP), 0,
+		"<Disk_size> 131071 is not a whole number of 4096-byte sectors (LogicSectorSize)");
+}
+
 /* ---- File paths ------------------------------------------------------ */
 
 static char outside[PATH_MAX];
@@ -1444,6 +1502,8 @@ int main(void)
 		T(t_split_storage),
 		T(t_numbers),
 		T(t_geometry),
+		T(t_sector_sizes),
+		T(t_sector_sizes_refused),
 		T(t_elements),
 		T(t_path_escape),
 		T(t_path_symlink),
