@@ -35,7 +35,11 @@ dm_remove u
 # Closed as 0 where no format extension vouches for anything: what QEMU
 # writes, and the one value ploop 1.15's check calls clean.
 expect_eq "$(in_use a.hds)" 00000000 "in_use after removal"
-ploop_cmd check -r a.hds >&2 || fail "ploop check refuses the image the target closed"
+# (on a non-sparse copy: ploop also refuses the holes qemu-img leaves in
+# the BAT area, whoever closed the image)
+cp --sparse=never a.hds a-flat.hds
+ploop_cmd check -r a-flat.hds >&2 || fail "ploop check refuses the image the target closed"
+rm a-flat.hds
 
 # Suspend closes the image too; the next write opens it again.
 dm_create u "0 32768 parallels $l -"
