@@ -355,7 +355,7 @@ static int prl_init_writer(struct prl_target *pt)
 	if (prl_in_use_foreign(g->in_use)) {
 		char st[PRL_STAMP_LEN], q[PRL_STAMP_LEN + 2];
 
-		/* Like 0: the extension is not trusted; closed as v2.1. */
+		/* Like 0: the extension is not trusted. */
 		snprintf(q, sizeof(q), prl_in_use_stamp(g->in_use, st) ?
 			 "'%s'" : "%s", st);
 		DMINFO("%s: foreign creator stamp %s in in_use: read as closed by old software",
