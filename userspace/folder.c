@@ -334,6 +334,26 @@ int prl_folder_mkstemp(char *tmpl)
 	return fd;
 }
 
+char *prl_folder_read(const char *path, size_t max, size_t *len)
+{
+	int fd = prl_folder_open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+	struct stat st;
+	char *buf = NULL;
+
+	if (fd < 0)
+		return NULL;
+	if (!fstat(fd, &st) && S_ISREG(st.st_mode) && (size_t)st.st_size <= max) {
+		*len = (size_t)st.st_size;
+		buf = prl_xmalloc(*len + 1);
+		if (prl_pread_full(fd, buf, *len, 0)) {
+			free(buf);
+			buf = NULL;
+		}
+	}
+	put(fd);
+	return buf;
+}
+
 int prl_folder_truncate(const char *path, off_t len)
 {
 	int fd = prl_folder_open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY, 0), r;

@@ -43,6 +43,11 @@ int prl_folder_rename(const char *from, const char *to);
 int prl_folder_mkstemp(char *tmpl);
 /* fsync the folder holding @path. */
 int prl_folder_fsync_dir(const char *path);
+/*
+ * The whole regular file at @path, of at most @max bytes, malloc'ed (with
+ * room for a NUL) and its length in *@len; NULL if it is not one.
+ */
+char *prl_folder_read(const char *path, size_t max, size_t *len);
 /* truncate(): opened without following a symlink, then ftruncate(). */
 int prl_folder_truncate(const char *path, off_t len);
 /* opendir() of a folder, beneath a held one from its handle. */

@@ -195,27 +195,6 @@ static int dm_clear(const char *name, struct prl_err *err)
 	return r;
 }
 
-/* Read the whole (small) descriptor, to put it back on failure. */
-static char *slurp(const char *path, size_t *len)
-{
-	char *buf = NULL;
-	struct stat st;
-	int fd = prl_folder_open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
-
-	if (fd < 0)
-		return NULL;
-	if (!fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_size < (16 << 20)) {
-		buf = prl_xmalloc((size_t)st.st_size + 1);
-		if (prl_pread_full(fd, buf, (size_t)st.st_size, 0)) {
-			free(buf);
-			buf = NULL;
-		}
-		*len = (size_t)st.st_size;
-	}
-	close(fd);
-	return buf;
-}
-
 /* Step a's pre-extension: the room the new top may grow to. */
 static int extend_new(const char *path, struct prl_err *err)
 {
@@ -253,7 +232,8 @@ int prl_snapshot_online(struct prl_desc *d, const char *file, const char *snap,
 	dev_t ldev;
 	int r, tfd;
 
-	orig = slurp(d->path, &olen);
+	/* The whole descriptor, to put it back on failure. */
+	orig = prl_folder_read(d->path, (16 << 20) - 1, &olen);
 	if (!orig) {
 		r = prl_errf(err, errno ? errno : EIO, "cannot read %s", d->path);
 		goto out_free;

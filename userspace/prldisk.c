@@ -868,28 +868,6 @@ static int load_desc_for_change(const char *xml, struct prl_desc **d,
 	return rc;	/* on success the lock stays held: exit drops it */
 }
 
-/* The whole (small) file at @path, or NULL. */
-static char *read_small(const char *path, size_t *len)
-{
-	int fd = prl_folder_open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
-	struct stat st;
-	char *buf = NULL;
-
-	if (fd < 0)
-		return NULL;
-	if (!fstat(fd, &st) && S_ISREG(st.st_mode) &&
-	    st.st_size <= PRL_DESC_MAX_BYTES) {
-		*len = (size_t)st.st_size;
-		buf = prl_xmalloc(*len + 1);
-		if (prl_pread_full(fd, buf, *len, 0)) {
-			free(buf);
-			buf = NULL;
-		}
-	}
-	close(fd);
-	return buf;
-}
-
 /*
  * A descriptor that does not load, beside a DiskDescriptor.xml.Backup
  * that does: say how to restore it (not done by --repair: which of the
@@ -926,8 +904,8 @@ static int check_backup(const struct prl_desc *d, bool repair)
 		free(bak);
 		return EX_OK;
 	}
-	a = read_small(d->path, &la);
-	b = read_small(bak, &lb);
+	a = prl_folder_read(d->path, PRL_DESC_MAX_BYTES, &la);
+	b = prl_folder_read(bak, PRL_DESC_MAX_BYTES, &lb);
 	if (a && (!b || la != lb || memcmp(a, b, la))) {
 		if (!repair) {
 			rc = EX_LEAKS;
